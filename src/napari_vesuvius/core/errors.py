@@ -1,0 +1,29 @@
+"""Exceptions raised for bad input; every message names the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VesuviusError(Exception):
+    """Base class for all errors this package raises on purpose."""
+
+
+class VolumeError(VesuviusError, ValueError):
+    """A volume (image, label or mask) is unreadable or invalid.
+
+    The message always starts with the offending path (when there is one) so users can find it.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class DatasetError(VesuviusError, ValueError):
+    """A challenge dataset folder is malformed (missing ids, missing folders, bad CSV)."""
+
+
+class CancelledError(VesuviusError):
+    """A long-running job was cancelled by the user before it finished."""

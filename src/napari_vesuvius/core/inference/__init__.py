@@ -1,0 +1,1 @@
+"""Sliding-window 3D inference: models, normalisation, the tiling engine and model loading."""
