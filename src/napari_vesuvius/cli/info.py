@@ -1,16 +1,87 @@
-"""``napari-vesuvius info PATH``: shape, dtype, chunks and label counts of a volume."""
+"""``napari-vesuvius info PATH``: shape, dtype, chunks and label counts of a volume, or a dataset summary."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
+from napari_vesuvius.core.labels import VALID_LABEL_VALUES
+from napari_vesuvius.core.progress import ConsoleProgress, run_job
+from napari_vesuvius.core.volume_io import describe, is_label_volume, iter_label_counts, open_volume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a volume (shape, dtype, chunks, label counts)")
-    parser.add_argument("path", help="a .tif/.tiff file, a zarr array or an OME-Zarr group")
+    parser.add_argument("path", help="a .tif/.tiff file, a zarr array, an OME-Zarr group or a dataset folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    counts = parser.add_mutually_exclusive_group()
+    counts.add_argument("--counts", action="store_true", help="always count voxels per value (reads it all)")
+    counts.add_argument("--no-counts", action="store_true", help="never count voxels per value")
     parser.set_defaults(func=run)
 
 
+def volume_info(path: str | Path, *, counts: bool | None = None, progress: bool = False) -> dict[str, Any]:
+    """Describe a volume; ``counts`` None = count values only when it looks like a label volume."""
+    with open_volume(path) as volume:
+        info = describe(volume)
+        info["multiscale"] = volume.multiscale
+        looks_like_labels = is_label_volume(volume.path, volume.levels[-1])
+        info["labels"] = looks_like_labels
+        if counts or (counts is None and looks_like_labels):
+            on_progress = ConsoleProgress("counting") if progress else None
+            values = run_job(iter_label_counts(volume.data), on_progress)
+            info["counts"] = {str(value): count for value, count in values.items()}
+            info["valid_labels"] = all(value in VALID_LABEL_VALUES for value in values)
+    return info
+
+
+def dataset_info(path: str | Path) -> dict[str, Any]:
+    """Summary of a challenge dataset folder plus the missing files it has, if any."""
+    dataset = ChallengeDataset.open(path)
+    return {**dataset.summary(), "kind": "dataset", "problems": dataset.problems()}
+
+
+def _print_volume(info: dict[str, Any]) -> None:
+    print(f"path:   {info['path']}")
+    print(f"kind:   {info['kind']}{' (labels)' if info['labels'] else ''}")
+    print(f"shape:  {tuple(info['shape'])}  dtype: {info['dtype']}  chunks: {tuple(info['chunks'])}")
+    if info["multiscale"]:
+        for index, level in enumerate(info["levels"]):
+            print(f"level {index}: shape {tuple(level['shape'])}  chunks {tuple(level['chunks'])}")
+    if "counts" in info:
+        total = sum(info["counts"].values()) or 1
+        for value, count in info["counts"].items():
+            print(f"value {value:>4}: {count:>12} voxels ({100 * count / total:5.1f}%)")
+        if not info["valid_labels"]:
+            print("warning: values outside {0, 1, 2} (not a valid challenge label volume)")
+
+
+def _print_dataset(info: dict[str, Any]) -> None:
+    print(f"dataset: {info['path']}")
+    print(f"train ids: {info['train']} ({info['labelled']} with labels)  test ids: {info['test']}")
+    scrolls = ", ".join(f"{scroll}: {count}" for scroll, count in info["scrolls"].items())
+    print(f"scrolls: {len(info['scrolls'])} ({scrolls})")
+    for problem in info["problems"]:
+        print(f"missing: {problem}")
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("info lands with core.volume_io")
+    path = Path(args.path)
+    if is_dataset_folder(path):
+        info = dataset_info(path)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            _print_dataset(info)
+        return 0
+    counts = True if args.counts else (False if args.no_counts else None)
+    info = volume_info(path, counts=counts, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_volume(info)
+    return 0

@@ -18,6 +18,11 @@ from napari_vesuvius.core.errors import CancelledError, VesuviusError
 COMMAND_MODULES: tuple[str, ...] = (
     "info",
     "demo",
+    "score",
+    "predict",
+    "init_model",
+    "postprocess",
+    "train",
 )
 
 

@@ -27,3 +27,15 @@ class DatasetError(VesuviusError, ValueError):
 
 class CancelledError(VesuviusError):
     """A long-running job was cancelled by the user before it finished."""
+
+
+class CheckpointError(VesuviusError, ValueError):
+    """A model checkpoint or model folder is missing, corrupt, unsafe or of an unknown format.
+
+    Like :class:`VolumeError`, the message starts with the offending path.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)

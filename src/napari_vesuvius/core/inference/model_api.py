@@ -54,7 +54,8 @@ class Normalization:
         return (out - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "mean": self.mean, "std": self.std, "lower": self.lower, "upper": self.upper}
+        keys = ("kind", "mean", "std", "lower", "upper")
+        return {key: getattr(self, key) for key in keys}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:

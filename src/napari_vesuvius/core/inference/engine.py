@@ -1,0 +1,238 @@
+"""Sliding-window 3D inference: Gaussian-blended tiles, mirroring TTA, ensembles, progressive output.
+
+``predict_volume`` is a job generator (see ``core/progress.py``): it yields a ``Progress`` after each
+batch of tiles and returns a :class:`PredictionResult`. Each model is run by a
+:class:`~._runner.ModelRunner` in z-rows of tiles; finished z-slabs of surface probability are
+combined over the models (weighted average), set to 0 outside the scanned region (``ct == 0``) and
+written into the output at once, so a zarr output fills progressively and memory stays bounded.
+
+Closing the generator (cancel) stops it within one batch. The output then stays marked partial: a
+zarr output keeps the attribute ``complete: false``; the caller gets ``CancelledError`` from
+``run_job`` instead of a result.
+
+The semantics match nnU-Net v2's predictor with the same patch, step, Gaussian and mirroring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.progress import Progress, run_job
+
+from .model_api import InferenceModel, WeightedModel
+
+OUTPUT_DTYPES = ("float16", "float32", "uint8")
+
+
+@dataclass
+class PredictionResult:
+    """What a finished prediction returns.
+
+    ``probability`` is the output array (numpy or zarr) holding the surface probability as
+    float16/float32 in [0, 1] or uint8 in 0–255. ``forward_s`` is the time spent in network forward
+    passes (exact on CPU; on CUDA it counts kernel launches only, which run asynchronously).
+    """
+
+    probability: Any
+    elapsed_s: float
+    tiles_run: int
+    tiles_skipped: int
+    voxels_per_s: float
+    complete: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+    forward_s: float = 0.0
+
+
+def _as_members(models: InferenceModel | WeightedModel | Sequence[Any]) -> list[WeightedModel]:
+    if isinstance(models, InferenceModel):
+        return [WeightedModel(models, 1.0)]
+    if isinstance(models, WeightedModel):
+        return [models]
+    members = [m if isinstance(m, WeightedModel) else WeightedModel(m, 1.0) for m in models]
+    if not members:
+        raise ValueError("predict_volume needs at least one model")
+    for member in members:
+        if not isinstance(member.model, InferenceModel):
+            raise TypeError(f"expected InferenceModel or WeightedModel, got {type(member.model).__name__}")
+        if not member.weight > 0:
+            raise ValueError(f"ensemble weights must be positive, got {member.weight}")
+        if not member.model.networks:
+            raise ValueError(f"model {member.model.name!r} has no networks")
+    return members
+
+
+def _prepare_output(output: Any, shape: tuple[int, ...], output_dtype: str) -> Any:
+    if output is None:
+        if output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+        return np.zeros(shape, dtype=output_dtype)
+    if tuple(output.shape) != tuple(shape):
+        raise VolumeError(None, f"output shape {tuple(output.shape)} differs from the volume's {shape}")
+    if np.dtype(output.dtype).name not in OUTPUT_DTYPES:
+        raise VolumeError(None, f"output dtype {output.dtype} is not one of {OUTPUT_DTYPES}")
+    return output
+
+
+def _convert(prob: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.uint8:
+        return (prob * 255.0 + 0.5).astype(np.uint8)
+    return prob.astype(dtype, copy=False)
+
+
+def _set_complete(output: Any, complete: bool, settings: dict[str, Any] | None = None) -> None:
+    """Mark a zarr-like output (anything with ``.attrs``) complete or partial."""
+    attrs = getattr(output, "attrs", None)
+    if attrs is None:
+        return
+    update: dict[str, Any] = {"complete": complete}
+    if settings is not None:
+        update["prediction"] = settings
+    attrs.update(update)
+
+
+class _Combiner:
+    """Weighted average of several models' finished z-slabs until every model has passed them."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.yx = shape[1:]
+        self.base = 0
+        self.sum = np.zeros((0, *self.yx), dtype=np.float32)
+
+    def add(self, z0: int, z1: int, prob: np.ndarray, weight: float) -> None:
+        need = z1 - self.base
+        if need > len(self.sum):
+            grow = np.zeros((need - len(self.sum), *self.yx), dtype=np.float32)
+            self.sum = np.concatenate([self.sum, grow])
+        self.sum[z0 - self.base : z1 - self.base] += weight * prob
+
+    def take(self, upto: int) -> np.ndarray:
+        count = upto - self.base
+        out, self.sum = self.sum[:count], self.sum[count:]
+        self.base = upto
+        return out
+
+
+def predict_volume(
+    volume: Any,
+    models: InferenceModel | Sequence[WeightedModel],
+    *,
+    step: float = 0.5,
+    gaussian: bool = True,
+    tta_axes: Sequence[int] = (),
+    batch_size: int = 2,
+    device: str = "auto",
+    precision: str = "auto",
+    output: Any = None,
+    output_dtype: str = "float16",
+    skip_air: bool = True,
+) -> Generator[Progress, None, PredictionResult]:
+    """Sliding-window surface probability of a ``(Z, Y, X)`` CT volume (numpy or dask).
+
+    ``models``: one model, or weighted members of a probability-averaging ensemble. ``step`` is the
+    tile stride as a fraction of the patch (nnU-Net's ``tile_step_size``). ``tta_axes``: mirror over
+    every combination of these axes (0=z, 1=y, 2=x) and average the logits. ``output``: ``None`` for a
+    new numpy array of ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own
+    dtype decides the conversion). Returns a :class:`PredictionResult`.
+    """
+    from . import _device
+    from ._runner import ModelRunner
+
+    if getattr(volume, "ndim", None) != 3:
+        raise VolumeError(None, f"expected a 3D (Z, Y, X) volume, got shape {getattr(volume, 'shape', None)}")
+    shape = tuple(int(s) for s in volume.shape)
+    if min(shape) < 1:
+        raise VolumeError(None, f"volume is empty (shape {shape})")
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    axes = tuple(sorted(set(int(a) for a in tta_axes)))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"tta_axes must be a subset of (0, 1, 2), got {tuple(tta_axes)}")
+    members = _as_members(models)
+    torch_device = _device.resolve_device(device)
+    mode = _device.resolve_precision(precision, torch_device)
+    out = _prepare_output(output, shape, output_dtype)
+    out_dtype = np.dtype(out.dtype)
+    total_weight = float(sum(m.weight for m in members))
+    settings: dict[str, Any] = {
+        "step": float(step),
+        "gaussian": bool(gaussian),
+        "tta_axes": list(axes),
+        "batch_size": int(batch_size),
+        "device": str(torch_device),
+        "precision": mode,
+        "output_dtype": out_dtype.name,
+        "skip_air": bool(skip_air),
+        "models": [
+            {"name": m.model.name, "weight": m.weight, "patch_size": list(m.model.patch_size)}
+            for m in members
+        ],
+    }
+    start = time.perf_counter()
+    runners = [
+        ModelRunner(
+            volume,
+            m.model,
+            step=step,
+            gaussian=gaussian,
+            tta_axes=axes,
+            batch_size=batch_size,
+            device=torch_device,
+            precision=mode,
+            skip_air=skip_air,
+        )
+        for m in members
+    ]
+    total = sum(r.tiles_total for r in runners)
+    next_row = [0] * len(runners)
+    combiner = _Combiner(shape) if len(runners) > 1 else None
+    written = 0
+    done = 0
+    _set_complete(out, False, settings)
+    yield Progress(0, total, "starting")
+    while written < shape[0]:
+        # advance the model that lags behind; write what every model has finished
+        pending = [i for i, r in enumerate(runners) if next_row[i] < len(r.rows)]
+        if not pending:  # pragma: no cover - every model's last row finishes the volume
+            raise RuntimeError(f"sliding window ended at z={written} of {shape[0]}")
+        index = min(pending, key=lambda i: runners[i].front)
+        runner = runners[index]
+        done_before = done
+        finished = yield from runner.run_row(next_row[index], done, total)
+        done = done_before + len(runner.yx)
+        next_row[index] += 1
+        if finished is None:
+            continue
+        z0, z1, prob = finished
+        if combiner is not None:
+            combiner.add(z0, z1, prob, members[index].weight / total_weight)
+            front = min(r.front for r in runners)
+            if front <= written:
+                continue
+            z0, z1, prob = written, front, combiner.take(front)
+        raw = np.asarray(volume[z0:z1])
+        prob[raw == 0] = 0.0
+        out[z0:z1] = _convert(prob, out_dtype)
+        written = z1
+    elapsed = time.perf_counter() - start
+    _set_complete(out, True, settings)
+    return PredictionResult(
+        probability=out,
+        elapsed_s=elapsed,
+        tiles_run=sum(r.tiles_run for r in runners),
+        tiles_skipped=sum(r.tiles_skipped for r in runners),
+        voxels_per_s=float(np.prod(shape)) / max(elapsed, 1e-9),
+        complete=True,
+        settings=settings,
+        forward_s=sum(r.forward_s for r in runners),
+    )
+
+
+def predict(volume: Any, models: InferenceModel | Sequence[WeightedModel], **kwargs: Any) -> PredictionResult:
+    """Run :func:`predict_volume` to completion (no progress reporting)."""
+    return run_job(predict_volume(volume, models, **kwargs))

@@ -1,0 +1,186 @@
+"""TopoScore: Betti matching between prediction and label, as in the leaderboard metric.
+
+Definition (docs/domain.md): the masks are inverted (foreground 0, background 1) and compared with
+Betti matching (Stucki et al., arXiv 2407.04683, reference module ``betti_matching``) on a 2x2x2
+tiling (each axis cut in two, the first half gets the extra voxel). Per homology dimension k the
+matched ``m_k``, prediction ``p_k`` and label ``g_k`` finite bars are summed over the tiles and give
+``F1_k = 2 m_k / (p_k + g_k)`` (``0.5 / (p_k + g_k + 0.5)`` when ``g_k = 0 < p_k``; inactive when
+``p_k + g_k = 0``). TopoScore is the weighted mean of the active F1_k (weights renormalised), 1.0
+when none is active.
+
+``backend="native"`` (the default, "auto") is this package's exact binary algorithm
+(:mod:`._betti_native`), thousands of times less work than the reference; ``"betti_matching"``
+calls the reference module when it is importable (for cross-checks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import VolumeError
+
+DIMS = (0, 1, 2)
+DEFAULT_WEIGHTS = (0.34, 0.33, 0.33)
+BACKENDS = ("auto", "native", "betti_matching")
+
+Counts = dict[int, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class TopoResult:
+    """TopoScore with its per-dimension breakdown (counts summed over tiles)."""
+
+    score: float
+    counts: Counts = field(default_factory=dict)
+    f1: dict[int, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{"score", "counts": {"0": {...}}, "f1": {"0": ...}}``."""
+        return {
+            "score": self.score,
+            "counts": {str(k): dict(v) for k, v in self.counts.items()},
+            "f1": {str(k): v for k, v in self.f1.items()},
+        }
+
+
+def _as_mask(a: Any, name: str) -> np.ndarray:
+    """Boolean C-contiguous view of ``a`` (``x != 0``; NaN counts as background)."""
+    arr = np.asarray(a)
+    if arr.dtype == bool:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise VolumeError(None, f"{name}: expected a numeric or boolean array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        return np.ascontiguousarray((arr != 0) & ~np.isnan(arr))
+    return np.ascontiguousarray(arr != 0)
+
+
+def _check_inputs(pred: Any, label: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = _as_mask(pred, "prediction")
+    g = _as_mask(label, "label")
+    if p.ndim != 3 or g.ndim != 3:
+        raise VolumeError(None, f"TopoScore needs 3D volumes, got shapes {p.shape} and {g.shape}")
+    if p.shape != g.shape:
+        raise VolumeError(None, f"prediction shape {p.shape} differs from label shape {g.shape}")
+    return p, g
+
+
+def tile_slices(shape: Sequence[int], tiles: Sequence[int] = (2, 2, 2)) -> list[tuple[slice, ...]]:
+    """Slices of the tiling: each axis cut into ``tiles[i]`` parts, the first ones one voxel longer.
+
+    Empty tiles (an axis shorter than its number of parts) are left out.
+    """
+    if len(tiles) != len(shape) or any(int(t) < 1 for t in tiles):
+        raise ValueError(f"tiles must be {len(shape)} positive integers, got {tuple(tiles)}")
+    bounds = []
+    for n, t in zip(shape, tiles, strict=True):
+        sizes = [n // t + (1 if i < n % t else 0) for i in range(t)]
+        edges = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        bounds.append([slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a])
+    return [(sx, sy, sz) for sx in bounds[0] for sy in bounds[1] for sz in bounds[2]]
+
+
+def topo_f1(counts: Counts) -> dict[int, float | None]:
+    """Per-dimension F1 from summed counts; None marks an inactive dimension."""
+    out: dict[int, float | None] = {}
+    for k in DIMS:
+        c = counts.get(k, {"m": 0, "p": 0, "g": 0})
+        m, p, g = c["m"], c["p"], c["g"]
+        if p + g == 0:
+            out[k] = None
+        elif g == 0:
+            out[k] = 0.5 / (p + g + 0.5)
+        else:
+            out[k] = 2.0 * m / (p + g)
+    return out
+
+
+def combine(f1: dict[int, float | None], weights: Sequence[float] = DEFAULT_WEIGHTS) -> float:
+    """Weighted mean of the active F1 values (weights renormalised); 1.0 when none is active."""
+    if len(weights) != len(DIMS):
+        raise ValueError(f"weights must have {len(DIMS)} entries, got {len(weights)}")
+    active = [(float(w), f1.get(k)) for w, k in zip(weights, DIMS, strict=True) if f1.get(k) is not None]
+    total = sum(w for w, _ in active)
+    if not active or total <= 0:
+        return 1.0
+    return float(sum(w * f for w, f in active) / total)
+
+
+def _reference_counts(pred: np.ndarray, label: np.ndarray) -> Counts:
+    """Counts of one block from the reference ``betti_matching`` module (inverted masks)."""
+    try:
+        import betti_matching
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "backend='betti_matching' needs the reference module 'betti_matching' "
+            "(nstucki/Betti-Matching-3D) to be importable"
+        ) from exc
+    if pred.size == 0:
+        return {k: {"m": 0, "p": 0, "g": 0} for k in DIMS}
+    a = np.ascontiguousarray(~pred, dtype=np.float64)
+    b = np.ascontiguousarray(~label, dtype=np.float64)
+    res = betti_matching.compute_matching(a, b)
+    m = np.asarray(res.num_matched, dtype=np.int64)
+    u1 = np.asarray(res.num_unmatched_input1, dtype=np.int64)
+    u2 = np.asarray(res.num_unmatched_input2, dtype=np.int64)
+    return {k: {"m": int(m[k]), "p": int(m[k] + u1[k]), "g": int(m[k] + u2[k])} for k in DIMS}
+
+
+def _native_counts(pred: np.ndarray, label: np.ndarray) -> Counts:
+    from ._betti_native import block_counts
+
+    return block_counts(pred, label)
+
+
+def _backend_fn(backend: str) -> Callable[[np.ndarray, np.ndarray], Counts]:
+    if backend in ("auto", "native"):
+        return _native_counts
+    if backend == "betti_matching":
+        return _reference_counts
+    raise ValueError(f"unknown TopoScore backend {backend!r}; choose one of {BACKENDS}")
+
+
+def topo_counts(pred: Any, label: Any, *, tiles: Sequence[int] = (2, 2, 2), backend: str = "auto") -> Counts:
+    """Per-dimension ``{"m", "p", "g"}`` summed over the tiles of ``pred`` and ``label``."""
+    fn = _backend_fn(backend)
+    p, g = _check_inputs(pred, label)
+    blocks = [(np.ascontiguousarray(p[s]), np.ascontiguousarray(g[s])) for s in tile_slices(p.shape, tiles)]
+    workers = max(1, min(len(blocks), os.cpu_count() or 1))
+    if workers > 1 and backend != "betti_matching":
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # numba kernels release the GIL
+            results = list(pool.map(lambda b: fn(*b), blocks))
+    else:
+        results = [fn(*b) for b in blocks]
+    total = {k: {"m": 0, "p": 0, "g": 0} for k in DIMS}
+    for r in results:
+        for k in DIMS:
+            for key in ("m", "p", "g"):
+                total[k][key] += r[k][key]
+    return total
+
+
+def topo_score(
+    pred: Any,
+    label: Any,
+    *,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    tiles: Sequence[int] = (2, 2, 2),
+    backend: str = "auto",
+) -> TopoResult:
+    """TopoScore of boolean 3D ``pred`` vs ``label`` (ignore voxels already 0 in both).
+
+    Non-boolean inputs are binarised with ``x != 0`` (NaN as 0). Raises ``VolumeError`` on non-3D
+    or mismatched shapes and ``ValueError`` on an unknown backend or bad weights/tiles.
+    """
+    if len(weights) != len(DIMS):
+        raise ValueError(f"weights must have {len(DIMS)} entries, got {len(weights)}")
+    counts = topo_counts(pred, label, tiles=tiles, backend=backend)
+    f1 = topo_f1(counts)
+    return TopoResult(score=combine(f1, weights), counts=counts, f1=f1)

@@ -1,0 +1,77 @@
+"""Tunable knobs of the synthetic fragment, with defaults matched to the challenge statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class FragmentOptions:
+    """Options for :func:`make_fragment`; every range is ``(low, high)`` sampled uniformly per fragment.
+
+    Lengths are in voxels. Defaults give, at 320³: surface ≈ 3–8 % of voxels, ignore ≈ 50–60 %,
+    sheet thickness 3–8 (mean ≈ 5.5–6), a few near-touching sheet pairs and tears.
+    """
+
+    #: Output axis the sheets are stacked along (0 = z, 1 = y, 2 = x); None picks one (z 20 %, y/x 40 % each).
+    stack_axis: int | None = None
+    #: Largest angle between the sheets and the plane normal to ``stack_axis`` (rotation around z).
+    max_tilt_deg: float = 35.0
+    #: Per-voxel thickness bounds of a sheet, measured along ``stack_axis``.
+    thickness_range: tuple[int, int] = (3, 8)
+    #: Range of the mean thickness of one sheet (it varies smoothly by about ±1 voxel around it).
+    mean_thickness_range: tuple[float, float] = (5.0, 7.5)
+    #: Range of the fragment's typical air gap between neighbouring sheets (each gap varies ±30 % around it).
+    gap_range: tuple[float, float] = (28.0, 72.0)
+    #: Probability that a neighbouring pair converges to a 1–3 voxel gap (at least one pair always does).
+    close_pair_probability: float = 0.2
+    #: Probability that one converging pair touches (merges) in a small spot.
+    merge_probability: float = 0.2
+    #: Probability that a sheet has tears (the sheet crossing the centre always has one).
+    hole_probability: float = 0.5
+    #: Range of the fraction of a torn sheet's area that is missing.
+    hole_fraction_range: tuple[float, float] = (0.005, 0.03)
+    #: Unlabelled bright debris strands per 128³ of volume (loose fibres in the gaps).
+    debris_per_128: float = 3.0
+    #: Target fraction of voxels labelled 2 (ignore); None draws it from 0.50–0.60; 0 gives no slabs/blobs.
+    ignore_fraction: float | None = None
+    #: Scan cylinder radius as a fraction of half the smaller of Y and X; None draws 1.0–1.25.
+    scan_radius: float | None = None
+    #: Range of the standard deviation of the noise added before the blur (grey levels).
+    noise_range: tuple[float, float] = (40.0, 60.0)
+    #: Range of the Gaussian point-spread-function sigma (voxels).
+    psf_range: tuple[float, float] = (0.8, 1.1)
+
+    @classmethod
+    def from_kwargs(cls, **options: object) -> FragmentOptions:
+        """Build options from keyword arguments, rejecting unknown names with the list of valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown synthetic fragment option(s) {unknown}; valid: {sorted(known)}")
+        made = cls(**options)  # type: ignore[arg-type]
+        made.validate()
+        return made
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent values (empty ranges, probabilities outside [0, 1])."""
+        if self.stack_axis not in (None, 0, 1, 2):
+            raise ValueError(f"stack_axis must be 0, 1, 2 or None, got {self.stack_axis!r}")
+        lo, hi = self.thickness_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"thickness_range must satisfy 1 <= low <= high, got {self.thickness_range}")
+        for name in ("mean_thickness_range", "gap_range", "hole_fraction_range", "noise_range", "psf_range"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must satisfy 0 <= low <= high, got {(low, high)}")
+        for name in ("close_pair_probability", "merge_probability", "hole_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.ignore_fraction is not None and not 0.0 <= self.ignore_fraction < 1.0:
+            raise ValueError(f"ignore_fraction must be within [0, 1), got {self.ignore_fraction}")
+        if self.scan_radius is not None and self.scan_radius <= 0:
+            raise ValueError(f"scan_radius must be positive, got {self.scan_radius}")
+        if self.gap_range[0] < 4:
+            raise ValueError(
+                f"gap_range low must be >= 4 voxels (close pairs are made separately), got {self.gap_range}"
+            )

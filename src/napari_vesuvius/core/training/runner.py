@@ -1,0 +1,221 @@
+"""The training job: a generator yielding :class:`Progress` per iteration (see docs/architecture.md).
+
+``train(config, run_dir)`` trains for exactly ``epochs × iterations_per_epoch`` iterations (fewer only
+with early stopping), validates after every epoch, keeps the run folder (:mod:`.rundir`) up to date
+and returns a :class:`TrainResult`. Closing the generator (widget Cancel, CLI SIGTERM through
+``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and ``train_state.pt`` are
+saved and a ``cancelled`` event is logged, so ``resume=True`` continues at that very iteration.
+A hard kill loses at most the epoch in progress (state is saved at every epoch end).
+
+Each batch is drawn from ``numpy.random.default_rng([seed, 1, iteration])``, so batches do not depend
+on earlier ones: prefetch threads stay deterministic and a resumed run sees the batches an
+uninterrupted run would have seen. Learning rate: poly schedule ``lr·(1 − i/total)^0.9`` per iteration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..progress import Progress
+from . import rundir
+from .config import ConfigError, TrainConfig, load_config, save_config
+from .data import collect_sources, split_sources
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or early-stopped) run returns."""
+
+    run_dir: Path
+    epochs_done: int
+    iterations_done: int
+    best_metric: float | None
+    best_epoch: int | None
+    best_key: str
+    stopped_early: bool
+
+    @property
+    def checkpoint_best(self) -> Path:
+        return self.run_dir / rundir.CHECKPOINT_BEST
+
+    @property
+    def checkpoint_last(self) -> Path:
+        return self.run_dir / rundir.CHECKPOINT_LAST
+
+
+class _Prefetcher:
+    """Computes upcoming batches in background threads (0 threads: on demand)."""
+
+    def __init__(self, make: Callable[[int], Batch], start: int, end: int, threads: int) -> None:
+        self.make, self.end = make, end
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="train-batches") if threads > 0 else None
+        self.depth = 2 * threads
+        self.futures: dict[int, Future[Batch]] = {}
+        self.next = start
+
+    def get(self, iteration: int) -> Batch:
+        if self.pool is None:
+            return self.make(iteration)
+        self.next = max(self.next, iteration)
+        while self.next < min(iteration + 1 + self.depth, self.end):
+            self.futures[self.next] = self.pool.submit(self.make, self.next)
+            self.next += 1
+        return self.futures.pop(iteration).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.futures.clear()
+
+
+def _prepare_config(
+    config: TrainConfig | None, run_dir: Path, resume: bool, force: bool
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Resolve the config to run and the state to continue from (None: start fresh)."""
+    config_path = run_dir / rundir.CONFIG_JSON
+    state_path = run_dir / rundir.TRAIN_STATE
+    from .process import running_pid
+
+    other = running_pid(run_dir)
+    if other is not None and other != os.getpid():
+        raise ConfigError(f"{run_dir}: a training process (pid {other}) is already running in this folder")
+    if config_path.exists() and not resume and not state_path.exists() and config is not None:
+        # a run that never reached its first saved state (failed setup, killed early): start it over
+        config_path.unlink()
+        (run_dir / rundir.METRICS_JSONL).unlink(missing_ok=True)
+    if not config_path.exists():
+        if resume:
+            raise ConfigError(f"{run_dir}: nothing to resume (no {rundir.CONFIG_JSON})")
+        if config is None:
+            raise ConfigError("no training settings given")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = config.resolved()
+        save_config(resolved, config_path)
+        return resolved, None
+    if not resume:
+        raise ConfigError(
+            f"{run_dir}: already holds a training run ({rundir.CONFIG_JSON}); "
+            "resume it or choose a new run folder"
+        )
+    stored = load_config(config_path)
+    if config is not None:
+        requested = config.resolved()
+        changes = stored.differences(requested)
+        if changes and not force:
+            raise ConfigError(
+                f"{config_path}: the settings differ from the run being resumed (use force to accept):\n  "
+                + "\n  ".join(changes)
+            )
+        if changes or requested != stored:
+            save_config(requested, config_path)
+        stored = requested
+    state = rundir.load_train_state(state_path) if state_path.exists() else None
+    if state is not None and int(state["iteration"]) > stored.total_iterations:
+        raise ConfigError(
+            f"{state_path}: the run already did {state['iteration']} iterations, more than the "
+            f"{stored.total_iterations} now configured"
+        )
+    return stored, state
+
+
+def train(
+    config: TrainConfig | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    log: Callable[[str], Any] | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Job: train (or resume, ``config`` None = the stored one) in ``run_dir``; see the module docstring."""
+    from ._trainer import Trainer
+
+    run_dir = Path(run_dir)
+    cfg, state = _prepare_config(config, run_dir, resume, force)
+    say = log if log is not None else (lambda message: None)
+    metrics = rundir.MetricsLog(run_dir / rundir.METRICS_JSONL)
+    if resume:
+        metrics.truncate_after(0 if state is None else int(state["epoch"]))
+    try:
+        sources = collect_sources(cfg.data, cfg.pairs)
+        train_sources, val_sources, note = split_sources(sources, cfg.val_fraction, cfg.seed, cfg.val_ids)
+        trainer = Trainer(cfg, run_dir, train_sources, val_sources, state)
+    except BaseException as error:
+        metrics.write("error", message=f"{type(error).__name__}: {error}")
+        raise
+    notes = [note, *trainer.notes]
+    for line in notes:
+        say(line)
+    metrics.write(
+        "started", resumed=state is not None, epoch=trainer.epochs_done, iteration=trainer.iteration,
+        epochs=cfg.epochs, iterations_per_epoch=cfg.iterations_per_epoch, device=str(trainer.device),
+        amp=trainer.precision, train_volumes=[s.id for s in train_sources],
+        val_volumes=[s.id for s in val_sources], notes=notes,
+    )
+    total = cfg.total_iterations
+    prefetcher = _Prefetcher(trainer.make_batch, trainer.iteration, total, cfg.loader_threads)
+    last_progress_log = 0.0
+    try:
+        yield Progress(trainer.iteration, total, "starting")
+        while trainer.iteration < total and not trainer.stopped_early:
+            loss = trainer.step(prefetcher.get(trainer.iteration))
+            if trainer.iteration % cfg.iterations_per_epoch == 0:
+                record = trainer.end_epoch()
+                metrics.write("epoch_end", **record)
+                trainer.save_state()
+                say(_epoch_line(record))
+            now = time.monotonic()
+            if now - last_progress_log >= 2.0:
+                last_progress_log = now
+                metrics.write("progress", **trainer.progress_record(loss))
+            yield Progress(trainer.iteration, total, trainer.progress_message(loss))
+    except GeneratorExit:
+        prefetcher.close()
+        if trainer.iteration % cfg.iterations_per_epoch != 0 or trainer.iteration == 0:
+            trainer.save_last_checkpoint()
+        trainer.save_state()
+        metrics.write("cancelled", epoch=trainer.epochs_done, iteration=trainer.iteration, lr=trainer.lr)
+        say(f"cancelled at iteration {trainer.iteration}/{total}: state saved, resume to continue")
+        raise
+    except BaseException as error:
+        metrics.write("error", epoch=trainer.epochs_done, iteration=trainer.iteration,
+                      message=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        prefetcher.close()
+        trainer.close()
+    result = TrainResult(
+        run_dir=run_dir, epochs_done=trainer.epochs_done, iterations_done=trainer.iteration,
+        best_metric=trainer.best_metric, best_epoch=trainer.best_epoch, best_key=trainer.best_key,
+        stopped_early=trainer.stopped_early,
+    )
+    metrics.write(
+        "finished", epoch=result.epochs_done, iteration=result.iterations_done,
+        best_metric=result.best_metric, best_epoch=result.best_epoch, best_key=result.best_key,
+        stopped_early=result.stopped_early,
+        reason="early_stopping" if result.stopped_early else "completed",
+    )
+    return result
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    def num(value: Any) -> str:
+        missing = value is None or (isinstance(value, float) and not np.isfinite(value))
+        return "n/a" if missing else f"{value:.4f}"
+
+    score = f" score {num(record['score'])}" if record.get("score") is not None else ""
+    return (
+        f"epoch {record['epoch']}/{record['epochs']}: train_loss {num(record['train_loss'])} "
+        f"val_loss {num(record['val_loss'])} pseudo_dice {num(record['pseudo_dice'])}{score} "
+        f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s{' *best*' if record['best'] else ''}"
+    )
+

@@ -1,0 +1,83 @@
+"""``napari-vesuvius info``: volume description, label counts, OME-Zarr levels, dataset summary, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_vesuvius.cli.main import main
+from napari_vesuvius.core.volume_io import write_ome_zarr
+
+
+def run_info(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["info", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_info_json_label_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = np.zeros((6, 20, 30), np.uint8)
+    labels[:2] = 2
+    labels[3, 5, :10] = 1
+    folder = tmp_path / "train_labels"
+    folder.mkdir()
+    tifffile.imwrite(folder / "42.tif", labels, compression="lzw")
+    code, out, _ = run_info(capsys, str(folder / "42.tif"), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["kind"] == "tiff" and info["shape"] == [6, 20, 30] and info["dtype"] == "uint8"
+    assert info["chunks"] == [6, 20, 30] and info["labels"] is True and info["multiscale"] is False
+    assert info["counts"] == {"0": 2390, "1": 10, "2": 1200} and info["valid_labels"] is True
+
+
+def test_info_text_image_and_forced_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    code, out, _ = run_info(capsys, str(tmp_path / "img.tif"))
+    assert code == 0 and "shape:  (4, 16, 16)  dtype: uint16" in out and "value" not in out
+    code, out, _ = run_info(capsys, str(tmp_path / "img.tif"), "--json", "--counts")
+    info = json.loads(out)
+    assert len(info["counts"]) == image.size and info["valid_labels"] is False
+
+
+def test_info_ome_zarr_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    full = np.full((32, 32, 32), 100, np.uint8)
+    write_ome_zarr(tmp_path / "s.zarr", [full, full[::2, ::2, ::2]], chunks=(16, 16, 16))
+    code, out, _ = run_info(capsys, str(tmp_path / "s.zarr"), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kind"] == "ome-zarr" and info["multiscale"] is True and "counts" not in info
+    assert info["levels"] == [
+        {"shape": [32, 32, 32], "chunks": [16, 16, 16]},
+        {"shape": [16, 16, 16], "chunks": [16, 16, 16]},
+    ]
+    code, out, _ = run_info(capsys, str(tmp_path / "s.zarr"))
+    assert code == 0
+    assert "level 1: shape (16, 16, 16)" in out
+
+
+def test_info_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder in ("train_images", "train_labels", "test_images"):
+        (tmp_path / folder).mkdir()
+    volume = np.zeros((4, 4, 4), np.uint8)
+    for volume_id in ("1", "2"):
+        tifffile.imwrite(tmp_path / "train_images" / f"{volume_id}.tif", volume)
+        tifffile.imwrite(tmp_path / "train_labels" / f"{volume_id}.tif", volume)
+    (tmp_path / "train.csv").write_text("id,scroll_id\n1,34117\n2,35360\n3,35360\n")
+    code, out, _ = run_info(capsys, str(tmp_path), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kind"] == "dataset" and info["train"] == 3 and info["test"] == 0
+    assert info["scrolls"] == {"34117": 1, "35360": 2}
+    assert any("train_images/3.tif: missing image" in p for p in info["problems"])
+    code, out, _ = run_info(capsys, str(tmp_path))
+    assert "train ids: 3 (2 with labels)" in out and "scrolls: 2" in out
+
+
+def test_info_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "junk.tif").write_bytes(b"GIF89a" + b"\0" * 100)
+    code, out, err = run_info(capsys, str(tmp_path / "junk.tif"))
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and "junk.tif: not a readable TIFF" in err
