@@ -1,6 +1,6 @@
 """Compiled (numba) kernels of the exact binary Betti matching used by :mod:`.topo`.
 
-Only :mod:`.topo` imports this module, lazily, so numba is loaded on first use of the metric.
+Imported only by :mod:`._betti_native`, which :mod:`.topo` imports lazily: numba loads on first use.
 
 Conventions (those of the reference ``betti_matching`` module): voxels are the vertices of a cubical
 complex (the "V" construction), cells are indexed by ``(x, y, z, type)`` in lexicographic order with
@@ -399,20 +399,3 @@ def matched_dim1(
                     if jp and jl:
                         matched += 1
     return matched, jumps_p, jumps_l
-
-
-def squares_in(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which squares of types 0, 1, 2 have all four vertices in ``mask`` (C-contiguous bools)."""
-
-    def pair(m: np.ndarray, ax: int) -> np.ndarray:
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[ax] = slice(None, -1)
-        hi[ax] = slice(1, None)
-        return m[tuple(lo)] & m[tuple(hi)]
-
-    return (
-        np.ascontiguousarray(pair(pair(mask, 1), 2)),
-        np.ascontiguousarray(pair(pair(mask, 0), 2)),
-        np.ascontiguousarray(pair(pair(mask, 0), 1)),
-    )

@@ -38,6 +38,15 @@ def _pair(m: np.ndarray, ax: int) -> np.ndarray:
     return m[tuple(lo)] & m[tuple(hi)]
 
 
+def _squares_in(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which squares of types 0 (y-z), 1 (x-z), 2 (x-y) have all four vertices in ``mask``."""
+    return (
+        np.ascontiguousarray(_pair(_pair(mask, 1), 2)),
+        np.ascontiguousarray(_pair(_pair(mask, 0), 2)),
+        np.ascontiguousarray(_pair(_pair(mask, 0), 1)),
+    )
+
+
 def euler_characteristic(mask: np.ndarray) -> int:
     """Euler characteristic (vertices - edges + squares - cubes) of the complex of ``mask``."""
     v = int(np.count_nonzero(mask))
@@ -132,7 +141,7 @@ def _sweep_dim1(
     zb = np.concatenate([zp, zl], axis=-1)
     del zp, zl
     lab_0 = np.ascontiguousarray(np.concatenate([lp, ll], axis=-1))
-    m, jp, jl = _k.matched_dim1(*_k.squares_in(union), yb, zb, lab_0, nwp)
+    m, jp, jl = _k.matched_dim1(*_squares_in(union), yb, zb, lab_0, nwp)
     return int(m), int(jp), int(jl)
 
 

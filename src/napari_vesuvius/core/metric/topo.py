@@ -8,9 +8,9 @@ matched ``m_k``, prediction ``p_k`` and label ``g_k`` finite bars are summed ove
 ``p_k + g_k = 0``). TopoScore is the weighted mean of the active F1_k (weights renormalised), 1.0
 when none is active.
 
-``backend="native"`` (the default, "auto") is this package's exact binary algorithm
-(:mod:`._betti_native`), thousands of times less work than the reference; ``"betti_matching"``
-calls the reference module when it is importable (for cross-checks).
+``backend="native"`` (the default, "auto") is this package's exact algorithm for binary inputs
+(:mod:`._betti_native`, numba kernels in :mod:`._betti_kernels`); ``"betti_matching"`` calls the
+reference module when it is importable (for cross-checks). Tiles run on a thread pool.
 """
 
 from __future__ import annotations

@@ -1,0 +1,269 @@
+"""Inference dock widget: run built-in or nnU-Net models over an image layer in the background.
+
+The probability layer appears at once and fills in as batches of tiles finish; Cancel stops within one
+batch and the layer is renamed ``(partial)`` so an incomplete result is never taken for a finished one.
+The probability stays in its layer (or a zarr store) so the Tune widget re-thresholds it without
+re-running the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    TextEdit,
+)
+
+from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._settings import WidgetSettings
+
+if TYPE_CHECKING:
+    import napari
+
+#: refresh the growing probability layer at most this often (seconds)
+REFRESH_INTERVAL_S = 0.3
+
+
+def parse_folds(text: str) -> list[int] | None:
+    """``"0,1,2"`` → ``[0, 1, 2]``; empty → None (all folds found)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(f"folds must be comma-separated integers, got {text!r}") from None
+
+
+class InferenceWidget(Container):
+    """Choose image, model(s), device and sliding-window settings; Run / Cancel; results into layers."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
+        self.viewer = napari_viewer
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.model = FileEdit(
+            label="model", mode="r", tooltip="built-in checkpoint (.pt) or nnU-Net model folder"
+        )
+        self.model_folder = PushButton(text="Choose nnU-Net folder…")
+        self.folds = LineEdit(
+            label="folds", value="", tooltip="nnU-Net folds, e.g. 0,1,2 (empty = all found)"
+        )
+        self.checkpoint = ComboBox(
+            label="nnU-Net checkpoint", choices=["checkpoint_final.pth", "checkpoint_best.pth"]
+        )
+        self.weight = FloatSpinBox(label="weight", min=0.0, max=100.0, step=0.1, value=1.0)
+        self.add_model_button = PushButton(text="Add to ensemble")
+        self.clear_models_button = PushButton(text="Clear ensemble")
+        self.ensemble = TextEdit(label="ensemble", value="")
+        self.ensemble.native.setReadOnly(True)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16", "fp16"], value="auto")
+        self.step = FloatSpinBox(
+            label="step", min=0.1, max=1.0, step=0.05, value=0.5, tooltip="0.5 = half a patch"
+        )
+        self.tta_z = CheckBox(text="mirror z")
+        self.tta_y = CheckBox(text="mirror y")
+        self.tta_x = CheckBox(text="mirror x")
+        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
+        self.output_dtype = ComboBox(
+            label="output dtype", choices=["float16", "float32", "uint8"], value="float16"
+        )
+        self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
+        self.run_button = PushButton(text="Run")
+        self.message = Label(value="")
+        self.log = TextEdit(label="log", value="")
+        self.log.native.setReadOnly(True)
+        self.task = TaskRunner(name="inference_task")
+        tta = Container(widgets=[self.tta_z, self.tta_y, self.tta_x], layout="horizontal", labels=False)
+        ensemble_buttons = Container(
+            widgets=[self.add_model_button, self.clear_models_button], layout="horizontal", labels=False
+        )
+        super().__init__(
+            widgets=[
+                self.image, self.model, self.model_folder, self.folds, self.checkpoint, self.weight,
+                ensemble_buttons, self.ensemble, self.device, self.precision, self.step, tta,
+                self.batch_size, self.output_dtype, self.output_zarr, self.run_button, self.message,
+                self.task, self.log,
+            ]
+        )  # fmt: skip
+        self.members: list[tuple[str, list[int] | None, str, float]] = []
+        self._last_refresh = 0.0
+        self.last_result: Any = None
+        self.settings = WidgetSettings("inference", enabled=persist)
+        self.settings.bind(
+            self,
+            ["model", "folds", "checkpoint", "device", "precision", "step", "tta_z", "tta_y", "tta_x",
+             "batch_size", "output_dtype"],
+        )  # fmt: skip
+        self.model_folder.changed.connect(self._choose_folder)
+        self.add_model_button.changed.connect(self.add_member)
+        self.clear_models_button.changed.connect(self.clear_members)
+        self.run_button.changed.connect(self.run)
+        self.reset_choices()
+
+    # -- choices & models ------------------------------------------------------------------------
+    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        viewer = getattr(self, "viewer", None)
+        if viewer is None:
+            return []
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
+
+    def _choose_folder(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
+        if folder:
+            self.model.value = folder
+
+    def add_member(self) -> None:
+        """Add the current model (with folds, checkpoint and weight) to the ensemble list."""
+        path = str(self.model.value)
+        if not path or not Path(path).exists():
+            self.message.value = f"model not found: {path}"
+            return
+        try:
+            folds = parse_folds(self.folds.value)
+        except ValueError as error:
+            self.message.value = str(error)
+            return
+        self.members.append((path, folds, self.checkpoint.value, float(self.weight.value)))
+        self._show_members()
+
+    def clear_members(self) -> None:
+        self.members = []
+        self._show_members()
+
+    def _show_members(self) -> None:
+        lines = [
+            f"{weight:g} × {Path(path).name}" + (f" folds {folds}" if folds else "")
+            for path, folds, _, weight in self.members
+        ]
+        self.ensemble.value = "\n".join(lines)
+
+    def _member_specs(self) -> list[tuple[str, list[int] | None, str, float]]:
+        if self.members:
+            return list(self.members)
+        return [(str(self.model.value), parse_folds(self.folds.value), self.checkpoint.value, 1.0)]
+
+    # -- running ---------------------------------------------------------------------------------
+    def _tta_axes(self) -> tuple[int, ...]:
+        return tuple(axis for axis, box in enumerate((self.tta_z, self.tta_y, self.tta_x)) if box.value)
+
+    def run(self) -> Any:
+        """Load the model(s) and run the sliding window in the background; returns the worker."""
+        if self.task.running:
+            self.message.value = "inference is already running"
+            return None
+        if self.image.value is None:
+            self.message.value = "choose an image layer first"
+            return None
+        try:
+            specs = self._member_specs()
+        except ValueError as error:
+            self.message.value = str(error)
+            return None
+        image_layer = self.image.value
+        volume = layer_array(image_layer)
+        name = f"{image_layer.name} probability"
+        output = self._make_output(tuple(volume.shape))
+        layer = self._probability_layer(name, output, image_layer)
+        settings = {
+            "step": float(self.step.value),
+            "tta_axes": self._tta_axes(),
+            "batch_size": int(self.batch_size.value),
+            "device": self.device.value,
+            "precision": self.precision.value,
+        }
+
+        def job() -> Generator[Progress, None, Any]:
+            from napari_vesuvius.core.inference.engine import predict_volume
+            from napari_vesuvius.core.inference.loading import load_model
+            from napari_vesuvius.core.inference.model_api import WeightedModel
+
+            members = []
+            for index, (path, folds, checkpoint, weight) in enumerate(specs):
+                yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {Path(path).name}")
+                members.append(WeightedModel(load_model(path, folds=folds, checkpoint=checkpoint), weight))
+            return (yield from predict_volume(volume, members, output=output, **settings))
+
+        def progress(report: Progress) -> None:
+            import time
+
+            now = time.perf_counter()
+            if now - self._last_refresh > REFRESH_INTERVAL_S or report.done >= report.total:
+                self._last_refresh = now
+                layer.refresh()
+
+        def done(result: Any) -> None:
+            self.last_result = result
+            layer.refresh()
+            layer.metadata["prediction"] = {**result.settings, "complete": result.complete}
+            if not result.complete:
+                layer.name = f"{name} (partial)"
+            self._log(
+                f"{image_layer.name}: {result.elapsed_s:.1f}s, {result.tiles_run} tiles run, "
+                f"{result.tiles_skipped} skipped (air), {result.voxels_per_s / 1e6:.2f} Mvox/s"
+            )
+
+        def cancelled() -> None:
+            layer.name = f"{name} (partial)"
+            layer.metadata["prediction"] = {**settings, "complete": False}
+            self._log(f"{image_layer.name}: cancelled; the probability layer is partial")
+
+        def failed(error: BaseException) -> None:
+            self._log(f"{image_layer.name}: failed: {error}")
+
+        return self.task.start(
+            job,
+            description="inference",
+            on_progress=progress,
+            on_result=done,
+            on_cancelled=cancelled,
+            on_error=failed,
+        )
+
+    def _make_output(self, shape: tuple[int, ...]) -> Any:
+        """An in-memory array, or a zarr array at the chosen path, of the output dtype."""
+        dtype = np.dtype(self.output_dtype.value)
+        target = str(self.output_zarr.value or "").strip()
+        if target in ("", "."):
+            return np.zeros(shape, dtype=dtype)
+        import zarr
+
+        chunks = tuple(min(128, n) for n in shape)
+        return zarr.open_array(target, mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+
+    def _probability_layer(self, name: str, output: Any, image_layer: Any) -> Any:
+        limits = (0, 255) if np.dtype(output.dtype) == np.uint8 else (0.0, 1.0)
+        for stale in (name, f"{name} (partial)"):
+            if stale in self.viewer.layers:
+                self.viewer.layers.remove(stale)
+        return self.viewer.add_image(
+            output,
+            name=name,
+            colormap="magma",
+            contrast_limits=limits,
+            blending="additive",
+            scale=image_layer.scale,
+            translate=image_layer.translate,
+        )
+
+    def _log(self, line: str) -> None:
+        self.message.value = line
+        self.log.value = (self.log.value + "\n" + line).strip()
