@@ -58,3 +58,27 @@ def write_labels_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_labels_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a Labels layer as a zarr array atomically; returns the written path."""
     return _write(path, data, (".zarr",), ".zarr")
+
+
+def write_submission_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a mask Labels layer as a submission-ready TIFF: uint8 {0, 1}, LZW, one page per z-slice, atomic.
+
+    Non-binary data (floats, or any value other than 0 and 1, e.g. the ignore label 2) is refused with
+    a message naming the file, never cast. The check runs chunk-wise, so lazy data stays lazy.
+    """
+    from napari_vesuvius.core.export import SubmissionError, check_binary
+
+    target = Path(path)
+    if target.suffix.lower() not in (".tif", ".tiff"):
+        target = target.with_name(target.name + ".tif")
+    array = _full_resolution(data)
+    if getattr(array, "ndim", 3) != 3:
+        raise VolumeError(target, f"a submission mask must be 3D (z, y, x), got shape {array.shape}")
+    try:
+        check_binary(array, target)
+    except SubmissionError as error:
+        raise VolumeError(target, error.problem) from error
+    if not isinstance(array, np.ndarray | da.Array):
+        array = da.from_array(array, chunks=getattr(array, "chunks", "auto"))
+    write_volume(target, array.astype(np.uint8))
+    return [str(target)]

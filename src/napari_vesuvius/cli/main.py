@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "init_model",
     "postprocess",
     "train",
+    "sweep",
+    "submit",
 )
 
 

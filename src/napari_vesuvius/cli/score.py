@@ -128,7 +128,7 @@ def format_table(summary: ScoreSummary) -> str:
             f"{values[k]:.4f}"
             for k in ("score", "topo", "surface_dice", "voi_score", "voi_split", "voi_merge")
         )
-        return f"{name:<{width}}  {terms}  {f1:<14} {seconds}"
+        return f"{name:<{width}}  {terms}  {f1:<14} {seconds}".rstrip()
 
     for volume_id, result in zip(summary.ids, summary.results, strict=True):
         lines.append(row(volume_id, result.to_dict(), _f1_text(result), f"{result.timings['total']:.1f}s"))

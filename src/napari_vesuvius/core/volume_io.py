@@ -1,20 +1,17 @@
-"""Lazy reading, validation and atomic writing of 3D volumes (TIFF, zarr, OME-Zarr).
+"""Lazy reading, validation and description of 3D volumes (TIFF, zarr, OME-Zarr).
 
-Everything here is Qt-free and napari-free. Volumes open as dask arrays without reading pixel data:
-TIFFs through tifffile's zarr store (dask chunks grouping several z-slices), zarr arrays and OME-Zarr
-pyramids through zarr. Every read goes through :class:`_GuardedSource`, so a corrupt or truncated file
-surfaces as :class:`~napari_vesuvius.core.errors.VolumeError` naming the file, also at compute time.
+Qt-free and napari-free. Volumes open as dask arrays without reading pixel data: TIFFs page by page
+(chunks grouping several whole z-slices, see :mod:`.volume_tiff`), zarr arrays and OME-Zarr pyramids
+through zarr. Every read goes through :class:`_GuardedSource`, so a corrupt or truncated file surfaces
+as :class:`~napari_vesuvius.core.errors.VolumeError` naming the file, also at compute time.
+Writing lives in :mod:`.volume_write`; its public names are re-exported here, so
+``from napari_vesuvius.core.volume_io import write_volume`` keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import queue
-import shutil
-import threading
-import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +24,16 @@ import numpy as np
 from .errors import VolumeError
 from .labels import VALID_LABEL_VALUES
 from .progress import Progress, run_job
-
-TIFF_SUFFIXES = (".tif", ".tiff")
-#: Target size of one dask chunk of a page-per-slice TIFF (several z-slices per chunk).
-TIFF_CHUNK_BYTES = 8 * 1024**2
-#: Target size of one chunk of a zarr written by :func:`write_volume` (cubic-ish, at least 1 MB).
-ZARR_CHUNK_BYTES = 2 * 1024**2
+from .volume_base import (
+    TIFF_CHUNK_BYTES,
+    TIFF_SUFFIXES,
+    ZARR_CHUNK_BYTES,
+    cubic_chunks,
+    require_3d,
+    slab_chunks,
+)
+from .volume_tiff import open_tiff_source
+from .volume_write import iter_write_ome_zarr, iter_write_volume, write_ome_zarr, write_volume
 
 VolumeKind = Literal["tiff", "zarr", "ome-zarr"]
 
@@ -113,81 +114,12 @@ def _as_dask(source: Any, path: Path, chunks: Sequence[int]) -> da.Array:
     return array
 
 
-def _require_3d(shape: Sequence[int], path: Path) -> None:
-    if len(shape) != 3:
-        raise VolumeError(path, f"expected a 3D volume (z, y, x), got shape {tuple(shape)} ({len(shape)}D)")
-    if min(shape) <= 0:
-        raise VolumeError(path, f"volume is empty, shape {tuple(shape)}")
-
-
-def slab_chunks(shape: Sequence[int], itemsize: int, target_bytes: int = TIFF_CHUNK_BYTES) -> tuple[int, ...]:
-    """Chunks of whole z-slices, as many per chunk as fit in ``target_bytes`` (at least one)."""
-    slice_bytes = max(1, int(np.prod(shape[1:])) * itemsize)
-    depth = int(min(shape[0], max(1, target_bytes // slice_bytes)))
-    return (depth, *(int(n) for n in shape[1:]))
-
-
-def cubic_chunks(
-    shape: Sequence[int], itemsize: int, target_bytes: int = ZARR_CHUNK_BYTES
-) -> tuple[int, ...]:
-    """Cubic-ish chunks of about ``target_bytes`` (edge a multiple of 16, clipped to the shape)."""
-    edge = max(16, round((target_bytes / itemsize) ** (1 / len(shape)) / 16) * 16)
-    return tuple(int(min(n, edge)) for n in shape)
-
-
 # --------------------------------------------------------------------------------------------- reading
 def _open_tiff(path: Path) -> LazyVolume:
-    import tifffile
-    import zarr
-
-    if not path.is_file():
-        raise VolumeError(path, "file not found")
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as error:
-        raise VolumeError(path, f"not a readable TIFF file ({error})") from error
-    try:
-        series = tif.series[0] if tif.series else None
-        if series is None:
-            raise VolumeError(path, "TIFF holds no image series")
-        if "S" in series.axes:
-            raise VolumeError(
-                path, f"TIFF has colour samples (axes {series.axes}); expected grayscale z-slices"
-            )
-        _check_tiff_complete(tif, series, path)
-        shape = tuple(int(n) for n in series.shape)
-        _require_3d(shape, path)
-        store = series.aszarr()
-        array = zarr.open_array(store, mode="r")
-    except VolumeError:
-        tif.close()
-        raise
-    except Exception as error:
-        tif.close()
-        raise VolumeError(path, f"cannot open TIFF ({type(error).__name__}: {error})") from error
-    dask_array = _as_dask(array, path, slab_chunks(shape, array.dtype.itemsize))
+    """A page-per-slice TIFF as one dask array whose chunks group several whole z-slices."""
+    source, tif = open_tiff_source(path)
+    dask_array = _as_dask(source, path, slab_chunks(source.shape, np.dtype(source.dtype).itemsize))
     return LazyVolume(path, [dask_array], "tiff", [tif])
-
-
-def _check_tiff_complete(tif: Any, series: Any, path: Path) -> None:
-    """Detect truncated files from IFD metadata only: page count and data offsets past the end."""
-    size = os.path.getsize(path)
-    if tif.is_shaped and tif.shaped_metadata:
-        declared = tuple(tif.shaped_metadata[0].get("shape", ()))
-        if declared and int(np.prod(declared)) != int(np.prod(series.shape)):
-            raise VolumeError(
-                path,
-                f"truncated TIFF: its description declares shape {declared} "
-                f"but only {len(tif.pages)} page(s) are readable",
-            )
-    for page in series.pages:
-        if page is None:
-            raise VolumeError(path, "truncated TIFF: a page of the series is missing")
-        offsets, counts = page.dataoffsets, page.databytecounts
-        if offsets and max(o + c for o, c in zip(offsets, counts, strict=False)) > size:
-            raise VolumeError(
-                path, f"truncated TIFF: page data extends past the end of the file ({size} bytes)"
-            )
 
 
 def _ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -209,7 +141,7 @@ def _open_zarr(path: Path) -> LazyVolume:
             path, f"not a readable zarr array or group ({type(error).__name__}: {error})"
         ) from error
     if isinstance(node, zarr.Array):
-        _require_3d(node.shape, path)
+        require_3d(node.shape, path)
         return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr")
     multiscales = _ngff_multiscales(dict(node.attrs))
     if multiscales:
@@ -224,13 +156,13 @@ def _open_zarr(path: Path) -> LazyVolume:
                 raise VolumeError(
                     path, f"OME-Zarr level {entry.get('path')!r} is missing ({error})"
                 ) from error
-            _require_3d(level.shape, path / str(entry["path"]))
+            require_3d(level.shape, path / str(entry["path"]))
             levels.append(_as_dask(level, path / str(entry["path"]), level.chunks))
         return LazyVolume(path, levels, "ome-zarr")
     arrays = list(node.array_keys())
     if len(arrays) == 1 and not list(node.group_keys()):
         array = node[arrays[0]]
-        _require_3d(array.shape, path)
+        require_3d(array.shape, path)
         return LazyVolume(path, [_as_dask(array, path, array.chunks)], "zarr")
     raise VolumeError(
         path, f"zarr group is not OME-Zarr and holds {len(arrays)} arrays; expected exactly one"
@@ -369,220 +301,6 @@ def is_label_volume(path: str | Path, array: Any) -> bool:
     return is_label_name(path) or looks_like_labels(array)
 
 
-# -------------------------------------------------------------------------------------------- writing
-def _temp_sibling(path: Path, suffix: str) -> Path:
-    """A unique, not yet existing hidden path next to ``path`` (created later with normal permissions)."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Move a finished ``tmp`` onto ``target``; an existing target is kept until the move succeeded."""
-    if tmp.is_dir() and target.exists():
-        old = _temp_sibling(target, ".old")
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        _remove(old)
-    else:
-        if target.is_dir():
-            raise VolumeError(target, "cannot replace a directory with a TIFF file")
-        os.replace(tmp, target)
-
-
-def _as_dask_input(array: Any) -> da.Array:
-    if isinstance(array, da.Array):
-        return array
-    if isinstance(array, np.ndarray):
-        return da.from_array(array, chunks=slab_chunks(array.shape, array.dtype.itemsize))
-    return da.from_array(array, chunks=getattr(array, "chunks", "auto"))
-
-
-def iter_write_volume(
-    path: str | Path,
-    array: Any,
-    *,
-    compression: str | None = "lzw",
-    chunks: Sequence[int] | None = None,
-    zarr_format: int = 3,
-) -> Iterator[Progress]:
-    """Job: write a 3D volume atomically as a page-per-slice TIFF or a zarr array; returns the path.
-
-    The data is computed slab by slab (dask), so a volume larger than memory can be written. The target
-    only changes once the new file is complete; a failure or cancel leaves it untouched. ``compression``
-    applies to TIFF (``"lzw"``, ``"zlib"``, None...); zarr uses zarr's default codec, ``chunks``
-    (default cubic, about 2 MB) and ``zarr_format`` (2 or 3).
-    """
-    path = Path(path)
-    source = _as_dask_input(array)
-    _require_3d(source.shape, path)
-    if not path.parent.is_dir():
-        raise VolumeError(path, "parent folder does not exist")
-    is_tiff = path.suffix.lower() in TIFF_SUFFIXES
-    if not is_tiff and path.suffix.lower() != ".zarr":
-        raise VolumeError(path, "unsupported output type; use .tif, .tiff or .zarr")
-    tmp = _temp_sibling(path, ".tmp" + path.suffix)
-    try:
-        if is_tiff:
-            yield from _write_tiff(tmp, path, source, compression)
-        else:
-            zarr_chunks = tuple(chunks) if chunks else cubic_chunks(source.shape, source.dtype.itemsize)
-            yield from _write_zarr(tmp, source, zarr_chunks, zarr_format)
-        _swap_in(tmp, path)
-    finally:
-        if tmp.exists():
-            _remove(tmp)
-    return path
-
-
-class _AbortWrite(Exception):
-    """Sent to the TIFF writer thread when the job is closed or fails before the last page."""
-
-
-def _write_tiff(tmp: Path, path: Path, source: da.Array, compression: str | None) -> Iterator[Progress]:
-    """Compute slabs here and hand them to a tifffile writer thread (which LZW-encodes in parallel)."""
-    import tifffile
-
-    slabs: queue.Queue[Any] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
-    codec = None if compression in (None, "none") else compression
-
-    def pages() -> Iterator[np.ndarray]:
-        while True:
-            item = slabs.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-
-    def writer_thread() -> None:
-        try:
-            with tifffile.TiffWriter(tmp, bigtiff=source.nbytes > 2**31 - 2**25) as writer:
-                writer.write(
-                    pages(),
-                    shape=source.shape,
-                    dtype=source.dtype,
-                    photometric="minisblack",
-                    compression=codec,
-                )
-        except BaseException as error:
-            failure.append(error)
-
-    def put(item: Any) -> None:
-        while thread.is_alive():
-            try:
-                slabs.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=writer_thread, name="tiff-writer", daemon=True)
-    thread.start()
-    done, total = 0, int(source.shape[0])
-    try:
-        depth = slab_chunks(source.shape, source.dtype.itemsize)[0]
-        for block in source.rechunk({0: depth, 1: -1, 2: -1}).to_delayed().ravel():
-            data = np.asarray(block.compute(scheduler="threads"))
-            put(data)
-            if failure:
-                break
-            done += data.shape[0]
-            yield Progress(done, total, "writing slices")
-        put(None)
-    except BaseException:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                slabs.get_nowait()
-        put(_AbortWrite())
-        raise
-    finally:
-        thread.join()
-    if failure:
-        raise VolumeError(path, f"writing the TIFF failed ({type(failure[0]).__name__}: {failure[0]})") from (
-            failure[0]
-        )
-
-
-def _write_zarr(tmp: Path, source: da.Array, chunks: Sequence[int], zarr_format: int) -> Iterator[Progress]:
-    """Create a zarr array at ``tmp`` and fill it one z-slab of chunk depth at a time.
-
-    A slab (``chunks[0]`` z-slices, full y/x) is computed once and split into chunks by zarr, so sources
-    chunked differently (e.g. page-per-slice TIFFs) are read exactly once; memory is one slab.
-    """
-    import zarr
-
-    target = zarr.create_array(
-        store=str(tmp), shape=source.shape, chunks=tuple(chunks), dtype=source.dtype, zarr_format=zarr_format
-    )
-    depth = int(chunks[0])
-    total = int(source.shape[0])
-    for z0 in range(0, total, depth):
-        z1 = min(total, z0 + depth)
-        target[z0:z1] = np.asarray(source[z0:z1].compute(scheduler="threads"))
-        yield Progress(z1, total, "writing slabs")
-
-
-def write_volume(path: str | Path, array: Any, *, compression: str | None = "lzw", **kwargs: Any) -> Path:
-    """Write a 3D volume atomically (.tif/.tiff one LZW page per z-slice, or .zarr); see iter_write_volume."""
-    return run_job(iter_write_volume(path, array, compression=compression, **kwargs))
-
-
-def iter_write_ome_zarr(
-    path: str | Path, levels: Sequence[Any], *, chunks: Sequence[int] | None = None
-) -> Iterator[Progress]:
-    """Job: write a multiscale OME-Zarr (NGFF 0.4, zarr v2) atomically; levels full resolution first."""
-    import zarr
-
-    path = Path(path)
-    if not levels:
-        raise VolumeError(path, "no resolution levels to write")
-    if not path.parent.is_dir():
-        raise VolumeError(path, "parent folder does not exist")
-    sources = [_as_dask_input(level) for level in levels]
-    for source in sources:
-        _require_3d(source.shape, path)
-    base = sources[0].shape
-    tmp = _temp_sibling(path, ".tmp.zarr")
-    try:
-        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=2)
-        datasets = []
-        for index, source in enumerate(sources):
-            level_chunks = tuple(chunks) if chunks else cubic_chunks(source.shape, source.dtype.itemsize)
-            for report in _write_zarr(tmp / str(index), source, level_chunks, 2):
-                yield Progress(
-                    report.done, report.total, f"level {index + 1}/{len(sources)}: {report.message}"
-                )
-            scale = [float(b) / float(n) for b, n in zip(base, source.shape, strict=True)]
-            datasets.append(
-                {"path": str(index), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            )
-        axes = [{"name": name, "type": "space"} for name in "zyx"]
-        group.attrs["multiscales"] = [
-            {"version": "0.4", "name": path.stem, "axes": axes, "datasets": datasets}
-        ]
-        _swap_in(tmp, path)
-    finally:
-        if tmp.exists():
-            _remove(tmp)
-    return path
-
-
-def write_ome_zarr(path: str | Path, levels: Sequence[Any], *, chunks: Sequence[int] | None = None) -> Path:
-    """Write a multiscale OME-Zarr (NGFF 0.4) atomically; see :func:`iter_write_ome_zarr`."""
-    return run_job(iter_write_ome_zarr(path, levels, chunks=chunks))
-
-
 def describe(volume: LazyVolume) -> dict[str, Any]:
     """A JSON-ready summary: path, kind, shape, dtype, chunk shape and the levels of a pyramid."""
     return {
@@ -599,9 +317,13 @@ def describe(volume: LazyVolume) -> dict[str, Any]:
 
 
 __all__ = [
+    "TIFF_CHUNK_BYTES",
+    "TIFF_SUFFIXES",
+    "ZARR_CHUNK_BYTES",
     "LazyVolume",
     "central_sample",
     "contrast_limits_for",
+    "cubic_chunks",
     "describe",
     "is_label_name",
     "is_label_volume",
@@ -613,6 +335,8 @@ __all__ = [
     "looks_like_labels",
     "open_labels",
     "open_volume",
+    "require_3d",
+    "slab_chunks",
     "validate_label_values",
     "write_ome_zarr",
     "write_volume",

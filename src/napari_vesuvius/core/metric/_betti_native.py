@@ -186,6 +186,6 @@ def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int
         counts[0]["m"] = int(_k.matched_dim0(union, pred.ravel(), label.ravel()))
     if p.b2 and g.b2:
         counts[2]["m"] = _matched_dim2(p, g, union)
-    if p.b1 and g.b1:
+    if p.b1 and g.b1 and _Mask(union).b1:  # no union tunnel: nothing can be matched
         counts[1]["m"] = _matched_dim1(p, g, union)
     return counts

@@ -1,0 +1,163 @@
+"""``napari-vesuvius submit`` and ``napari-vesuvius export``: write a validated ``submission.zip``.
+
+``submit`` runs predict → clean-up → export for every test volume of a dataset folder (or of a folder
+of test images), one volume at a time, with no napari or display: it is the command to run in an
+offline competition notebook::
+
+    napari-vesuvius submit --model model.pt --data /kaggle/input/<competition> \\
+        --postprocess config.json --out submission.zip
+
+Ensembles: repeat ``--model``; ``--weight W`` after a ``--model`` sets that model's weight (default 1).
+``export`` zips masks already computed (``<id>.tif``, uint8 {0,1}) after validating them against the
+test images. Both exit with status 1 and a message naming the id and the problem when validation
+fails; an earlier submission.zip is then left as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_vesuvius.cli.predict import parse_tta
+
+
+class _ModelAction(argparse.Action):
+    """``--model PATH``: append a new model entry (weight 1 until a ``--weight`` follows)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        entries = list(getattr(namespace, self.dest, None) or [])
+        entries.append([Path(values), None])
+        setattr(namespace, self.dest, entries)
+
+
+class _WeightAction(argparse.Action):
+    """``--weight W``: the weight of the ``--model`` given just before it."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        entries = getattr(namespace, "models", None)
+        if not entries:
+            parser.error("--weight must follow the --model it applies to")
+        if entries[-1][1] is not None:
+            parser.error(f"--weight given twice for --model {entries[-1][0]}")
+        if not values > 0:
+            parser.error(f"--weight must be positive, got {values}")
+        entries[-1][1] = float(values)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "submit",
+        help="predict, clean up and export every test volume into a validated submission.zip",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action=_ModelAction,
+        required=True,
+        metavar="PATH",
+        help="built-in checkpoint (.pt) or nnU-Net model folder; repeat to ensemble",
+    )
+    parser.add_argument(
+        "--weight",
+        action=_WeightAction,
+        type=float,
+        metavar="W",
+        help="ensemble weight of the preceding --model (default 1)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="challenge dataset folder (test.csv + test_images/) or a folder of test images",
+    )
+    parser.add_argument(
+        "--postprocess",
+        type=Path,
+        metavar="JSON",
+        help="post-processing config (Tune widget 'Save config'; default: built-in defaults)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("submission.zip"), help="the zip to write (default: submission.zip)"
+    )
+    parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (0.5)")
+    parser.add_argument("--no-gaussian", action="store_true", help="blend tiles with equal weights")
+    parser.add_argument(
+        "--tta",
+        type=parse_tta,
+        default=(),
+        metavar="AXES",
+        help="mirroring TTA axes: 'all', 'none' (default) or e.g. '0,1,2'",
+    )
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_submit)
+
+    export = subparsers.add_parser(
+        "export",
+        help="validate masks already computed (<id>.tif) and zip them into submission.zip",
+        description="Validate one uint8 {0,1} mask per test id (shape of its test image) and write "
+        "them into a submission zip, atomically.",
+    )
+    export.add_argument("--masks", required=True, type=Path, help="folder of <id>.tif (or .zarr) masks")
+    export.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="challenge dataset folder or folder of test images (ids and shapes)",
+    )
+    export.add_argument("--out", type=Path, default=Path("submission.zip"), help="default: submission.zip")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(func=run_export)
+
+
+def _print_summary(summary: Any) -> None:
+    print(summary.format_table())
+    print(
+        f"verified: every id present, uint8 {{0,1}}, shapes match, zip re-read identically -> {summary.path}"
+    )
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.postprocess import PostprocessConfig
+    from napari_vesuvius.core.progress import ConsoleProgress, run_job
+    from napari_vesuvius.core.submit import ModelSpec, iter_submit
+
+    folds = None if args.folds is None else tuple(int(f) if f.isdigit() else f for f in args.folds)
+    specs = [
+        ModelSpec(path, 1.0 if weight is None else weight, folds, args.checkpoint)
+        for path, weight in args.models
+    ]
+    if args.postprocess is not None:
+        config = PostprocessConfig.load(args.postprocess)
+    else:
+        config = PostprocessConfig()
+        print("note: no --postprocess config given; using the built-in defaults", file=sys.stderr)
+    job = iter_submit(
+        args.data, specs, args.out, config, step=args.step, gaussian=not args.no_gaussian,
+        tta_axes=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
+    )  # fmt: skip
+    summary = run_job(job, None if args.quiet else ConsoleProgress("submit"))
+    _print_summary(summary)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.export import iter_export_submission
+    from napari_vesuvius.core.progress import ConsoleProgress, run_job
+
+    job = iter_export_submission(args.masks, args.out, args.data)
+    summary = run_job(job, None if args.quiet else ConsoleProgress("export"))
+    _print_summary(summary)
+    return 0

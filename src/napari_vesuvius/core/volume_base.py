@@ -1,0 +1,47 @@
+"""Shapes and chunk layouts shared by volume reading (volume_io) and writing (volume_write).
+
+A module of its own so that both sides import it without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VolumeError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: Target size of one dask chunk of a page-per-slice TIFF (whole z-slices, as many as fit, at least one).
+#: napari reads whole chunks (it turns dask fusion off), so this bounds what one z-step decodes: 40
+#: pages of a 320² challenge volume, one page of a 1600² slice.
+TIFF_CHUNK_BYTES = 4 * 1024**2
+#: Target size of one chunk of a zarr written by ``write_volume``: cubic-ish and at least 1 MB, the
+#: layout 3D work wants (a 128³ uint8 chunk is 2 MB, the chunk shape of the scroll OME-Zarr pyramids).
+#: Viewing one full-resolution z-plane then decodes every chunk the plane crosses (128× the plane's
+#: bytes); large volumes are meant to be viewed through a pyramid (``write_ome_zarr``).
+ZARR_CHUNK_BYTES = 2 * 1024**2
+
+
+def require_3d(shape: Sequence[int], path: Path) -> None:
+    """Raise VolumeError naming ``path`` unless ``shape`` is a non-empty 3D shape."""
+    if len(shape) != 3:
+        raise VolumeError(path, f"expected a 3D volume (z, y, x), got shape {tuple(shape)} ({len(shape)}D)")
+    if min(shape) <= 0:
+        raise VolumeError(path, f"volume is empty, shape {tuple(shape)}")
+
+
+def slab_chunks(shape: Sequence[int], itemsize: int, target_bytes: int = TIFF_CHUNK_BYTES) -> tuple[int, ...]:
+    """Chunks of whole z-slices, as many per chunk as fit in ``target_bytes`` (at least one)."""
+    slice_bytes = max(1, int(np.prod(shape[1:])) * itemsize)
+    depth = int(min(shape[0], max(1, target_bytes // slice_bytes)))
+    return (depth, *(int(n) for n in shape[1:]))
+
+
+def cubic_chunks(
+    shape: Sequence[int], itemsize: int, target_bytes: int = ZARR_CHUNK_BYTES
+) -> tuple[int, ...]:
+    """Cubic-ish chunks of about ``target_bytes`` (edge a multiple of 16, clipped to the shape)."""
+    edge = max(16, round((target_bytes / itemsize) ** (1 / len(shape)) / 16) * 16)
+    return tuple(int(min(n, edge)) for n in shape)

@@ -1,0 +1,257 @@
+"""Export dock widget: predict → clean up → validated ``submission.zip`` for every test volume.
+
+The same core job as ``napari-vesuvius submit`` (:func:`napari_vesuvius.core.submit.iter_submit`), run
+in the background with progress and Cancel. The post-processing comes from a docked Tune widget (so
+what was tuned in the viewer is what gets submitted), a JSON config file, or the built-in defaults.
+When it finishes, a table lists every id with its shape, positive fraction and time; a validation
+problem is shown in plain words and the earlier zip, if any, is left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Table,
+    TextEdit,
+)
+
+from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._settings import WidgetSettings
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_vesuvius.core.postprocess import PostprocessConfig
+    from napari_vesuvius.core.submit import ModelSpec
+
+CONFIG_SOURCES = ("Tune widget", "JSON file", "built-in defaults")
+SUMMARY_COLUMNS = ["id", "shape", "positive", "seconds"]
+
+
+def find_tune_widget(viewer: Any) -> Any:
+    """The first Tune widget docked in ``viewer``'s window, or None."""
+    from napari_vesuvius.widgets.tune_widget import TuneWidget
+
+    window = getattr(viewer, "window", None)
+    docked = getattr(window, "dock_widgets", {}) if window is not None else {}
+    for widget in docked.values():
+        if isinstance(widget, TuneWidget):
+            return widget
+    return None
+
+
+def _path_of(widget: FileEdit) -> Path | None:
+    text = str(widget.value or "").strip()
+    return None if text in ("", ".") else Path(text)
+
+
+def _parse_folds(text: str) -> tuple[int, ...] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(f"folds must be comma-separated integers, got {text!r}") from None
+
+
+class ExportWidget(Container):
+    """Dataset, model(s), post-processing and output; Run / Cancel; a summary table of the submission."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
+        self.viewer = napari_viewer
+        self.data = FileEdit(
+            label="test data", mode="d", tooltip="challenge dataset folder (test.csv + test_images/) "
+            "or a folder of test images",
+        )  # fmt: skip
+        self.model = FileEdit(label="model", mode="r", tooltip="built-in checkpoint (.pt) or nnU-Net folder")
+        self.model_folder = PushButton(text="Choose nnU-Net folder…")
+        self.folds = LineEdit(label="folds", value="", tooltip="nnU-Net folds, e.g. 0,1,2 (empty = all)")
+        self.checkpoint = ComboBox(
+            label="nnU-Net checkpoint", choices=["checkpoint_final.pth", "checkpoint_best.pth"]
+        )
+        self.weight = FloatSpinBox(label="weight", min=0.01, max=100.0, step=0.1, value=1.0)
+        self.add_model_button = PushButton(text="Add to ensemble")
+        self.clear_models_button = PushButton(text="Clear ensemble")
+        self.ensemble = TextEdit(label="ensemble", value="")
+        self.ensemble.native.setReadOnly(True)
+        tune_docked = find_tune_widget(napari_viewer) is not None
+        self.config_source = ComboBox(
+            label="post-processing",
+            choices=list(CONFIG_SOURCES),
+            value=CONFIG_SOURCES[0] if tune_docked else CONFIG_SOURCES[2],
+        )
+        self.config_file = FileEdit(label="config JSON", mode="r", filter="*.json")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16", "fp16"], value="auto")
+        self.step = FloatSpinBox(label="step", min=0.1, max=1.0, step=0.05, value=0.5)
+        self.tta = CheckBox(text="mirroring TTA (all axes, 8× slower)")
+        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
+        self.output = FileEdit(label="output", mode="w", filter="*.zip", value="submission.zip")
+        self.run_button = PushButton(text="Run (write submission.zip)")
+        self.message = Label(value="")
+        self.message.native.setWordWrap(True)
+        self.task = TaskRunner(name="export_task")
+        self.summary = Table(value={"data": [], "index": [], "columns": SUMMARY_COLUMNS}, label="summary")
+        buttons = Container(
+            widgets=[self.add_model_button, self.clear_models_button], layout="horizontal", labels=False
+        )
+        super().__init__(
+            widgets=[
+                self.data, self.model, self.model_folder, self.folds, self.checkpoint, self.weight, buttons,
+                self.ensemble, self.config_source, self.config_file, self.device, self.precision,
+                self.step, self.tta, self.batch_size, self.output, self.run_button, self.message,
+                self.task, self.summary,
+            ]
+        )  # fmt: skip
+        self.members: list[ModelSpec] = []
+        self.last_summary: Any = None
+        self.last_error: BaseException | None = None
+        self.settings = WidgetSettings("export", enabled=persist)
+        self.settings.bind(
+            self,
+            ["data", "model", "folds", "checkpoint", "config_file", "device", "precision", "step", "tta",
+             "batch_size", "output"],
+        )  # fmt: skip
+        self.config_source.changed.connect(self._show_config_file)
+        self.model_folder.changed.connect(self._choose_folder)
+        self.add_model_button.changed.connect(self.add_member)
+        self.clear_models_button.changed.connect(self.clear_members)
+        self.run_button.changed.connect(self.run)
+        self._show_config_file()
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _show_config_file(self, *_: Any) -> None:
+        self.config_file.visible = self.config_source.value == "JSON file"
+
+    def _choose_folder(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
+        if folder:
+            self.model.value = folder
+
+    def _current_spec(self, weight: float) -> ModelSpec:
+        from napari_vesuvius.core.submit import ModelSpec
+
+        path = _path_of(self.model)
+        if path is None or not path.exists():
+            raise ValueError(f"model not found: {path or '(none chosen)'}")
+        return ModelSpec(path, weight, _parse_folds(self.folds.value), self.checkpoint.value)
+
+    def add_member(self) -> None:
+        """Add the current model (folds, checkpoint, weight) to the ensemble."""
+        try:
+            self.members.append(self._current_spec(float(self.weight.value)))
+        except ValueError as error:
+            self.message.value = str(error)
+            return
+        self.ensemble.value = "\n".join(
+            f"{m.weight:g} × {m.path.name}" + (f" folds {list(m.folds)}" if m.folds else "")
+            for m in self.members
+        )
+
+    def clear_members(self) -> None:
+        self.members = []
+        self.ensemble.value = ""
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The ensemble list, or the single chosen model when the list is empty."""
+        return list(self.members) if self.members else [self._current_spec(1.0)]
+
+    def postprocess_config(self) -> PostprocessConfig:
+        """The config to submit with: from the docked Tune widget, a JSON file or the defaults."""
+        from napari_vesuvius.core.postprocess import PostprocessConfig
+
+        source = self.config_source.value
+        if source == "Tune widget":
+            tune = find_tune_widget(self.viewer)
+            if tune is None:
+                raise ValueError("no Tune widget is docked: open it, or choose a JSON config file")
+            return tune.config()
+        if source == "JSON file":
+            path = _path_of(self.config_file)
+            if path is None:
+                raise ValueError("choose a post-processing config JSON file")
+            return PostprocessConfig.load(path)
+        return PostprocessConfig()
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Start predict → clean-up → export in the background; returns the worker (None on bad input)."""
+        from napari_vesuvius.core.errors import VesuviusError
+        from napari_vesuvius.core.submit import iter_submit
+
+        if self.task.running:
+            self.message.value = "an export is already running"
+            return None
+        data, out = _path_of(self.data), _path_of(self.output)
+        try:
+            if data is None:
+                raise ValueError("choose the test data folder")
+            if out is None:
+                raise ValueError("choose the output .zip path")
+            specs = self.model_specs()
+            config = self.postprocess_config()
+        except (ValueError, VesuviusError) as error:
+            self.message.value = str(error)
+            return None
+        options = {
+            "step": float(self.step.value),
+            "tta_axes": (0, 1, 2) if self.tta.value else (),
+            "batch_size": int(self.batch_size.value),
+            "device": self.device.value,
+            "precision": self.precision.value,
+        }
+        self._set_rows([])
+        self.last_summary, self.last_error = None, None
+        self.message.value = f"exporting to {out} ({self.config_source.value} post-processing)"
+
+        def job() -> Generator[Progress, None, Any]:
+            return (yield from iter_submit(data, specs, out, config, **options))
+
+        return self.task.start(
+            job,
+            description="export",
+            on_result=self._done,
+            on_error=self._failed,
+            on_cancelled=lambda: self._cancelled(out),
+        )
+
+    def _set_rows(self, rows: list[tuple[str, ...]]) -> None:
+        self.summary.value = {
+            "data": [list(row) for row in rows],
+            "index": list(range(len(rows))),
+            "columns": SUMMARY_COLUMNS,
+        }
+
+    def _done(self, summary: Any) -> None:
+        self.last_summary = summary
+        self._set_rows(summary.rows())
+        self.message.value = (
+            f"wrote {summary.path}: {len(summary.volumes)} volume(s), {summary.zip_bytes / 1e6:.2f} MB; "
+            "verified (every id present, uint8 {0,1}, shapes match, re-read identically)"
+        )
+
+    def _failed(self, error: BaseException) -> None:
+        from napari_vesuvius.core.errors import VesuviusError
+
+        self.last_error = error
+        what = str(error) if isinstance(error, VesuviusError) else f"{type(error).__name__}: {error}"
+        self.message.value = f"Submission not written — {what}. Any earlier zip was left unchanged."
+
+    def _cancelled(self, out: Path) -> None:
+        self.message.value = f"cancelled; {out} was not changed"

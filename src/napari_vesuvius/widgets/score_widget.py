@@ -1,0 +1,395 @@
+"""Score dock widget: the leaderboard score of a mask, and parameter sweeps with a score-vs-value plot.
+
+* **Score** scores a mask layer (Labels, or an Image taken as ``!= 0``) against a label layer (0/1/2)
+  in the background and shows the breakdown (TopoScore per dimension, SurfaceDice, VOI split/merge).
+* **Sweep** post-processes a probability layer with each value of one parameter (base config from a
+  docked Tune widget, the defaults or a JSON file), scores each mask, plots score vs value and offers
+  to put the best value into the Tune widget (or into the config file when no Tune widget is docked).
+* **All training volumes**: with a dataset folder open in the Data widget and a folder of
+  probability files (``<id>.tif``/``.zarr`` as ``napari-vesuvius predict`` writes them), Score and
+  Sweep run over every training id that has both, reporting the mean and a per-volume table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Table,
+    TextEdit,
+)
+
+from napari_vesuvius.core.metric.score import SCORE_WEIGHTS, ScoreResult
+from napari_vesuvius.core.postprocess import PostprocessConfig
+from napari_vesuvius.core.sweep import SWEEP_PARAMETERS, SweepResult, value_range
+from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._settings import WidgetSettings
+
+if TYPE_CHECKING:
+    import napari
+
+CURRENT_LAYERS = "current layers"
+TRAINING_VOLUMES = "all training volumes (Data widget)"
+BASE_TUNE, BASE_DEFAULTS, BASE_FILE = "Tune widget", "defaults", "JSON file"
+#: (start, stop, step) offered when a parameter is picked.
+DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
+    "t_low": (0.10, 0.60, 0.05),
+    "t_high": (0.50, 0.95, 0.05),
+    "threshold": (0.20, 0.80, 0.05),
+    "percentile_fraction": (0.01, 0.10, 0.01),
+    "closing_z": (0, 4, 1),
+    "closing_xy": (0, 3, 1),
+    "opening_z": (0, 3, 1),
+    "opening_xy": (0, 3, 1),
+    "dust_size": (0, 500, 50),
+    "keep_largest": (0, 10, 1),
+    "margin": (0, 8, 1),
+    "max_hole_size": (0, 200, 20),
+    "max_cavity_size": (0, 200, 20),
+}
+
+
+def docked_widget(viewer: Any, cls: type) -> Any:
+    """The first widget of type ``cls`` docked in the viewer's window, or None."""
+    window = getattr(viewer, "window", None)
+    if window is None:
+        return None
+    docks = getattr(window, "dock_widgets", None)  # napari >= 0.6.2: inner widgets
+    if docks is not None:
+        inner = list(docks.values())
+    else:
+        inner = [dock.widget() for dock in getattr(window, "_wrapped_dock_widgets", {}).values()]
+    for widget in inner:
+        widget = getattr(widget, "_magic_widget", widget)
+        if isinstance(widget, cls):
+            return widget
+    return None
+
+
+def format_score(result: ScoreResult, title: str = "") -> str:
+    """The per-term breakdown of one score as plain text."""
+    w_topo, w_sd, w_voi = SCORE_WEIGHTS
+    lines = [title] if title else []
+    lines.append(f"score         {result.score:.4f}")
+    lines.append(f"TopoScore     {result.topo:.4f}   (weight {w_topo:.2f})")
+    for dim in sorted(result.topo_counts):
+        counts = result.topo_counts[dim]
+        f1 = result.topo_f1.get(dim)
+        f1_text = "inactive" if f1 is None else f"F1 {f1:.4f}"
+        lines.append(f"  dim {dim}: m={counts['m']:<4} p={counts['p']:<4} g={counts['g']:<4} {f1_text}")
+    lines.append(f"SurfaceDice   {result.surface_dice:.4f}   (weight {w_sd:.2f}, tolerance 2 voxels)")
+    lines.append(f"VOI score     {result.voi_score:.4f}   (weight {w_voi:.2f})")
+    lines.append(f"  split {result.voi_split:.4f}   merge {result.voi_merge:.4f}")
+    if result.timings:
+        names = [("topo", "topo"), ("surface_dice", "SD"), ("voi", "VOI"), ("total", "total")]
+        parts = [f"{text} {result.timings[key]:.2f}s" for key, text in names if key in result.timings]
+        lines.append("time: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def format_sweep(result: SweepResult) -> str:
+    """Summary of a sweep: value → mean score table (best marked) and the best value's breakdown."""
+    terms = result.mean_terms
+    lines = [f"{result.parameter:>10}  score   topo    SD      VOI"]
+    for j, value in enumerate(result.values):
+        mark = " *" if j == result.best_index else ""
+        cells = "  ".join(f"{terms[k][j]:.4f}" for k in ("score", "topo", "surface_dice", "voi_score"))
+        lines.append(f"{value:>10g}  {cells}{mark}")
+    n = len(result.case_names)
+    lines.append(f"best {result.parameter} = {result.best_value:g}: mean score {result.best_score:.4f}")
+    if n == 1:
+        lines.append(format_score(result.results[0][result.best_index], "\nat the best value:"))
+    seconds = sum(result.timings.values())
+    lines.append(f"{n} volume(s) × {len(result.values)} values in {seconds:.1f}s")
+    return "\n".join(lines)
+
+
+class ScoreWidget(Container):
+    """Score a mask against labels; sweep a post-processing parameter and plot score vs value."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
+        from napari_vesuvius.widgets._plot import SweepPlot
+
+        self.viewer = napari_viewer
+        self.volumes = ComboBox(label="volumes", choices=[CURRENT_LAYERS, TRAINING_VOLUMES])
+        self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True)
+        self.labels_layer = ComboBox(label="labels (0/1/2)", choices=self._label_choices, nullable=True)
+        self.probability = ComboBox(label="probability", choices=self._image_choices, nullable=True)
+        self.ct = ComboBox(label="CT (scan region)", choices=self._image_choices, nullable=True)
+        self.prob_folder = FileEdit(label="probability folder", mode="d")
+        self.score_button = PushButton(text="Score")
+        self.parameter = ComboBox(label="parameter", choices=list(SWEEP_PARAMETERS), value="t_low")
+        self.start = FloatSpinBox(label="start", min=0, max=1e6, step=0.01, value=0.1)
+        self.stop = FloatSpinBox(label="stop", min=0, max=1e6, step=0.01, value=0.6)
+        self.step = FloatSpinBox(label="step", min=0.001, max=1e6, step=0.01, value=0.05)
+        self.base = ComboBox(label="base config", choices=[BASE_TUNE, BASE_DEFAULTS, BASE_FILE])
+        self.config_path = FileEdit(label="config file", mode="w", filter="*.json")
+        self.sweep_button = PushButton(text="Sweep")
+        self.plot = SweepPlot(theme=getattr(napari_viewer, "theme", None))
+        self.plot.label = "score vs value"
+        self.best = Label(value="")
+        self.use_best_button = PushButton(text="Use best value", enabled=False)
+        self.report = TextEdit(value="", label="result")
+        self.report.native.setReadOnly(True)
+        self.report.native.setStyleSheet("font-family: monospace;")  # the tables line up
+        self.report.native.setMinimumHeight(150)
+        self.table = Table(value=[], label="per volume")
+        self.table.visible = False
+        self.message = Label(value="")
+        self.task = TaskRunner(name="score_task")
+        range_row = Container(widgets=[self.start, self.stop, self.step], layout="horizontal")
+        super().__init__(
+            widgets=[
+                self.volumes,
+                self.mask,
+                self.labels_layer,
+                self.prob_folder,
+                self.score_button,
+                self.probability,
+                self.ct,
+                self.parameter,
+                range_row,
+                self.base,
+                self.config_path,
+                self.sweep_button,
+                self.plot,
+                Container(widgets=[self.best, self.use_best_button], layout="horizontal", labels=False),
+                self.report,
+                self.table,
+                self.message,
+                self.task,
+            ]
+        )
+        self._vesuvius_viewer = napari_viewer
+        self.last_score: ScoreResult | None = None
+        self.last_sweep: SweepResult | None = None
+        self.settings = WidgetSettings("score", enabled=persist)
+        self.settings.bind(
+            self, ["volumes", "prob_folder", "parameter", "start", "stop", "step", "base", "config_path"]
+        )
+        self.parameter.changed.connect(self._default_range)
+        self.volumes.changed.connect(self._show_relevant)
+        self.score_button.changed.connect(self.score)
+        self.sweep_button.changed.connect(self.sweep)
+        self.use_best_button.changed.connect(self.use_best)
+        self._show_relevant()
+        self.reset_choices()
+
+    # -- choices ---------------------------------------------------------------------------------
+    def _layers(self, kind: str) -> list[Any]:
+        from napari import layers
+
+        viewer = getattr(self, "_vesuvius_viewer", None)
+        types = {"image": (layers.Image,), "labels": (layers.Labels,), "mask": (layers.Labels, layers.Image)}
+        return [] if viewer is None else [layer for layer in viewer.layers if isinstance(layer, types[kind])]
+
+    def _mask_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._layers("mask")]
+
+    def _label_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._layers("labels")]
+
+    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._layers("image")]
+
+    def _show_relevant(self, *_: Any) -> None:
+        folder = self.volumes.value == TRAINING_VOLUMES
+        self.prob_folder.visible = folder
+        for widget in (self.mask, self.labels_layer, self.probability, self.ct):
+            widget.visible = not folder
+
+    def _default_range(self, parameter: str) -> None:
+        start, stop, step = DEFAULT_RANGES.get(parameter, (0, 1, 0.1))
+        self.start.value, self.stop.value, self.step.value = start, stop, step
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def tune_widget(self) -> Any:
+        from napari_vesuvius.widgets.tune_widget import TuneWidget
+
+        return docked_widget(self.viewer, TuneWidget)
+
+    def data_widget(self) -> Any:
+        from napari_vesuvius.widgets.data_widget import DataWidget
+
+        return docked_widget(self.viewer, DataWidget)
+
+    def base_config(self) -> PostprocessConfig:
+        """The sweep's base config: the docked Tune widget's, a JSON file's, or the defaults."""
+        if self.base.value == BASE_TUNE:
+            tune = self.tune_widget()
+            return tune.config() if tune is not None else PostprocessConfig()
+        if self.base.value == BASE_FILE:
+            return PostprocessConfig.load(Path(self.config_path.value))
+        return PostprocessConfig()
+
+    def _sweep_values(self) -> list[float]:
+        step = self.step.value
+        if SWEEP_PARAMETERS[self.parameter.value] is int:
+            return value_range(round(self.start.value), round(self.stop.value), max(1, round(step)))
+        return value_range(self.start.value, self.stop.value, step)
+
+    def _dataset_cases(self) -> list[Any]:
+        """Sweep cases for every training id with a label and a probability file in the folder."""
+        from napari_vesuvius.core.errors import VesuviusError
+        from napari_vesuvius.core.sweep import cases_from_files, volume_files
+
+        data = self.data_widget()
+        dataset = None if data is None else data.dataset
+        if dataset is None:
+            raise VesuviusError("open a challenge dataset folder in the Data widget first")
+        folder = Path(self.prob_folder.value)
+        probabilities = volume_files(folder)
+        triples, cts = [], {}
+        for volume_id in dataset.train_ids:
+            label = dataset.label_path(volume_id)
+            if volume_id in probabilities and label is not None and label.exists():
+                triples.append((volume_id, probabilities[volume_id], label))
+                image = dataset.image_path(volume_id)
+                if image.exists():
+                    cts[volume_id] = image
+        if not triples:
+            raise VesuviusError(
+                f"{folder}: no probability file matches a training id with a label in {dataset.root}"
+            )
+        return cases_from_files(triples, cts)
+
+    def _layer_cases(self, need_probability: bool) -> list[Any]:
+        from napari_vesuvius.core.errors import VesuviusError
+
+        if self.labels_layer.value is None:
+            raise VesuviusError("choose a label layer (0 background, 1 surface, 2 ignore)")
+        if need_probability and self.probability.value is None:
+            raise VesuviusError("choose a probability layer to sweep")
+        layer = self.probability.value
+        scan = None
+        if self.ct.value is not None:
+            ct = layer_array(self.ct.value)
+            scan = lambda: ct > 0  # noqa: E731  (computed in the worker)
+        return [(layer.name, layer_array(layer), layer_array(self.labels_layer.value), scan)]
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _fail(self, error: BaseException) -> None:
+        self.message.value = f"error: {error}"
+
+    def score(self) -> Any:
+        """Score the mask layer against the label layer (or every training volume) in the background."""
+        from napari_vesuvius.core.errors import VesuviusError
+
+        try:
+            if self.volumes.value == TRAINING_VOLUMES:
+                from napari_vesuvius.core.sweep import iter_score_cases
+
+                cases, config = self._dataset_cases(), self.base_config()
+                return self._start_sweep(lambda: iter_score_cases(cases, config), "score volumes")
+            if self.mask.value is None or self.labels_layer.value is None:
+                raise VesuviusError("choose a mask layer and a label layer")
+        except (VesuviusError, OSError) as error:
+            self._fail(error)
+            return None
+        pred, label = layer_array(self.mask.value), layer_array(self.labels_layer.value)
+        title = f"{self.mask.value.name} vs {self.labels_layer.value.name}"
+
+        def job() -> Any:
+            from napari_vesuvius.core.metric import score_volume
+            from napari_vesuvius.core.progress import Progress
+
+            yield Progress(0, 1, "scoring")
+            result = score_volume(pred, label)
+            yield Progress(1, 1, f"score {result.score:.4f}")
+            return result
+
+        def done(result: ScoreResult) -> None:
+            self.last_score = result
+            self.report.value = format_score(result, title)
+            self.message.value = f"score {result.score:.4f}"
+
+        return self.task.start(job, description="score", on_result=done, on_error=self._fail)
+
+    def sweep(self) -> Any:
+        """Sweep the chosen parameter over start:stop:step in the background, then plot."""
+        from napari_vesuvius.core.errors import VesuviusError
+        from napari_vesuvius.core.sweep import iter_sweep, sweep_configs
+
+        try:
+            parameter, values, base = self.parameter.value, self._sweep_values(), self.base_config()
+            sweep_configs(base, parameter, values)  # report bad settings now, not from the worker
+            if self.volumes.value == TRAINING_VOLUMES:
+                cases = self._dataset_cases()
+            else:
+                cases = self._layer_cases(need_probability=True)
+        except (VesuviusError, ValueError, OSError) as error:
+            self._fail(error)
+            return None
+        return self._start_sweep(lambda: iter_sweep(cases, base, parameter, values), f"sweep {parameter}")
+
+    def _start_sweep(self, job: Any, description: str) -> Any:
+        self.message.value = ""
+        return self.task.start(
+            job,
+            description=description,
+            on_result=self.show_sweep,
+            on_error=self._fail,
+            on_cancelled=lambda: setattr(self.message, "value", f"{description} cancelled"),
+        )
+
+    def show_sweep(self, result: SweepResult) -> None:
+        """Plot a sweep, summarise it, fill the per-volume table and enable "Use best value"."""
+        self.last_sweep = result
+        single = len(result.values) == 1
+        if single:
+            self.best.value = f"mean score {result.best_score:.4f} over {len(result.case_names)} volume(s)"
+        else:
+            self.plot.plot(result)
+            self.best.value = f"best {result.parameter} = {result.best_value:g} ({result.best_score:.4f})"
+        self.use_best_button.enabled = not single
+        self.report.value = format_sweep(result) if not single else self._mean_text(result)
+        show_table = len(result.case_names) > 1
+        self.table.visible = show_table
+        if show_table:
+            columns = [f"{v:g}" for v in result.values]
+            rows = [[round(r.score, 4) for r in row] for row in result.results]
+            rows.append([round(s, 4) for s in result.mean_scores])
+            self.table.value = {"data": rows, "index": [*result.case_names, "mean"], "columns": columns}
+
+    @staticmethod
+    def _mean_text(result: SweepResult) -> str:
+        terms = result.mean_terms
+        names = (("score", "score"), ("topo", "TopoScore"), ("surface_dice", "SurfaceDice"))
+        names += (("voi_score", "VOI score"), ("voi_split", "  split"), ("voi_merge", "  merge"))
+        lines = [f"mean over {len(result.case_names)} volume(s):"]
+        lines += [f"{text:<13} {terms[key][0]:.4f}" for key, text in names]
+        return "\n".join(lines)
+
+    def use_best(self) -> None:
+        """Put the best value into the docked Tune widget, or save it to the config file."""
+        from napari_vesuvius.core.errors import VesuviusError
+
+        result = self.last_sweep
+        if result is None:
+            self.message.value = "run a sweep first"
+            return
+        parameter, value = result.parameter, result.best_value
+        try:
+            tune = self.tune_widget()
+            if tune is not None:
+                tune.set_config(dataclasses.replace(tune.config(), **{parameter: value}))
+                self.message.value = f"Tune widget: {parameter} = {value:g}"
+                return
+            path = self.config_path.value
+            if path is None or not str(path) or Path(path).is_dir():
+                self.message.value = "no Tune widget docked: choose a config file to store the best value"
+                return
+            base = PostprocessConfig.load(path) if Path(path).is_file() else result.base_config
+            dataclasses.replace(base, **{parameter: value}).save(path)
+            self.message.value = f"saved {parameter} = {value:g} to {path}"
+        except (VesuviusError, OSError) as error:
+            self._fail(error)
