@@ -54,7 +54,7 @@ def test_run_uses_the_tune_config_and_fills_the_summary_table(widgets, qtbot):
     worker = widget.run()
     with qtbot.waitSignal(worker.finished, timeout=180000):
         pass
-    ids = [str(vid) for vid in layout.test_ids]
+    ids = sorted(str(vid) for vid in layout.test_ids)  # test.csv order: numeric
     table = widget.summary.to_dict("list")
     assert table["id"] == ids and table["shape"] == ["32x36x36"] * 2
     assert all(value.endswith("%") for value in table["positive"])
@@ -87,9 +87,14 @@ def test_validation_problem_is_shown_in_plain_words(widgets, qtbot, tmp_path_fac
     (broken / "test_images" / f"{gone}.tif").unlink()
     widget.data.value = broken
     (folder / "submission.zip").write_bytes(b"earlier")
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    from napari_vesuvius.core.export import SubmissionError
+
+    # TaskRunner's worker re-raises job errors in the GUI thread (shown by napari); capture that here
+    with qtbot.capture_exceptions() as raised:
+        worker = widget.run()
+        with qtbot.waitSignal(worker.finished, timeout=60000):
+            pass
+    assert [type(error) for _, error, _ in raised] == [SubmissionError]
     assert widget.message.value.startswith("Submission not written — id ")
     assert f"id {gone}: test image" in widget.message.value and "is missing" in widget.message.value
     assert (folder / "submission.zip").read_bytes() == b"earlier"

@@ -38,7 +38,7 @@ def tune(make_napari_viewer, fragment):
     return viewer, widget
 
 
-def test_live_preview_follows_slice_and_sliders(tune, fragment):
+def test_live_preview_follows_slice_and_sliders(tune, fragment, qtbot):
     viewer, widget = tune
     prob = viewer.layers["prob"].data
     scan = fragment.image > 0
@@ -56,6 +56,12 @@ def test_live_preview_follows_slice_and_sliders(tune, fragment):
     widget.update_preview()
     assert preview.data.sum() < expected.sum()
     assert widget.t_low.native.isHidden() and not widget.threshold.native.isHidden()
+    # with the sliders at rest the preview is refined in the background to the exact 3D result
+    widget.threshold_mode.value = "hysteresis"
+    widget.update_preview()
+    qtbot.waitUntil(lambda: not widget.refine_task.running, timeout=20000)
+    exact = run_pipeline(prob, widget.config(), scan_mask=scan)[20]
+    np.testing.assert_array_equal(viewer.layers["prob preview"].data[0].astype(bool), exact)
 
 
 def test_apply_runs_full_pipeline_into_mask_layer(tune, fragment, qtbot):

@@ -57,14 +57,12 @@ class TiffPageStack:
                 raise IndexError(f"z index {index} out of range for {self.shape[0]} slices")
             indices = range(index % self.shape[0], index % self.shape[0] + 1)
         full_plane = all(isinstance(k, slice) and k == slice(None) for k in plane_key)
-        planes = []
-        for z in indices:
+        # the crop's shape, from a zero-byte broadcast view of one plane
+        crop_shape = np.broadcast_to(np.empty((), bool), self.shape[1:])[plane_key].shape
+        out = np.empty((len(indices), *crop_shape), self.dtype)
+        for i, z in enumerate(indices):
             plane = self._frame(z).asarray(lock=self._lock)
-            planes.append(plane if full_plane else plane[plane_key])
-        if planes:
-            out = np.stack(planes)
-        else:
-            out = np.empty((0, *np.empty(self.shape[1:], bool)[plane_key].shape), self.dtype)
+            out[i] = plane if full_plane else plane[plane_key]
         return out if isinstance(z_key, slice) else out[0]
 
 

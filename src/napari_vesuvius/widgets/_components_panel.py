@@ -41,6 +41,7 @@ class ComponentsPanel(Container):
         self.task = TaskRunner(name="components_task")
         super().__init__(
             widgets=[
+                Label(value="<b>Connected components</b> (26-connected)"),
                 self.mask,
                 self.label_button,
                 self.selected,
@@ -49,7 +50,7 @@ class ComponentsPanel(Container):
                 self.table,
                 self.task,
             ],
-            label="components",
+            label="",
         )
         self.components: np.ndarray | None = None
         self.sizes: np.ndarray | None = None

@@ -9,7 +9,6 @@ problem is shown in plain words and the earlier zip, if any, is left untouched.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ from magicgui.widgets import (
     TextEdit,
 )
 
-from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._settings import WidgetSettings
 
@@ -220,15 +218,20 @@ class ExportWidget(Container):
         self.last_summary, self.last_error = None, None
         self.message.value = f"exporting to {out} ({self.config_source.value} post-processing)"
 
-        def job() -> Generator[Progress, None, Any]:
-            return (yield from iter_submit(data, specs, out, config, **options))
+        job = iter_submit(data, specs, out, config, **options)
+
+        def cancelled() -> None:
+            # superqt's worker stops at a yield without closing the generator; close it now so its
+            # finally blocks remove the temporary zip at once (not whenever the worker is collected)
+            job.close()
+            self._cancelled(out)
 
         return self.task.start(
-            job,
+            lambda: job,
             description="export",
             on_result=self._done,
             on_error=self._failed,
-            on_cancelled=lambda: self._cancelled(out),
+            on_cancelled=cancelled,
         )
 
     def _set_rows(self, rows: list[tuple[str, ...]]) -> None:

@@ -81,6 +81,8 @@ class TuneWidget(Container):
         self.load_button = PushButton(text="Load config")
         self.message = Label(value="")
         self.task = TaskRunner(name="tune_task")
+        # refines the live preview to the exact whole-volume result once the sliders rest (not shown)
+        self.refine_task = TaskRunner(name="refine_task")
         self.components = ComponentsPanel(napari_viewer)
         self._parameter_names = [
             "threshold_mode", "threshold", "percentile_fraction", "t_low", "t_high", "opening_z",
@@ -211,8 +213,37 @@ class TuneWidget(Container):
             box[axis] = slice(index, index + 1)
             region = preview_region(prob, box, config, scan, cache=self.cache)
             self._show_preview(region, tuple(b.start for b in box))
+            self._refine(prob, scan, config)
         elif not self.task.running:
             self._preview_3d(prob, scan, config)
+
+    def _refine(self, prob: Any, scan: Any, config: PostprocessConfig) -> None:
+        """Compute the exact pipeline result in the background when the preview was approximate.
+
+        Hysteresis, dust, keep-k and 3D cavities need the whole volume (see ``core.postprocess.preview``);
+        once the result is cached, previews with the same settings are exact crops of it.
+        """
+        if not config.uses_global_context or self.refine_task.running:
+            return
+        if self.cache.result(prob, config, scan) is not None:
+            return
+
+        def job() -> Generator[Progress, None, PostprocessConfig]:
+            yield Progress(0, 1, "refining preview")
+            self.cache.prepare_result(prob, config, scan)
+            return config
+
+        def refined(done: PostprocessConfig) -> None:
+            try:
+                current = self.config()
+            except ValueError:
+                return
+            if current == done:
+                self.update_preview()
+            else:  # the sliders moved meanwhile: refine the new settings
+                self._schedule_preview()
+
+        self.refine_task.start(job, description="refine preview", on_result=refined)
 
     def _preview_3d(self, prob: Any, scan: Any, config: PostprocessConfig) -> None:
         corners = np.asarray(self.probability.value.corner_pixels, dtype=int)

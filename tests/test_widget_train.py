@@ -1,0 +1,168 @@
+"""Viewer tests for the Train widget: a tiny training in a subprocess, followed live, cancelled, resumed
+data from layers, and the Qt-free helpers (rate/ETA, layer file names, label checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_vesuvius.core.errors import DatasetError
+from napari_vesuvius.core.progress import run_job
+from napari_vesuvius.core.training import rundir
+from napari_vesuvius.core.training.monitor import read_metrics
+from napari_vesuvius.widgets._train_run import format_duration, pair_paths, recent_rate, save_pairs_job
+
+#: generous: the machine is shared and the subprocess has to import torch
+TIMEOUT_MS = 240_000
+
+
+@pytest.fixture
+def train(make_napari_viewer):
+    from napari_vesuvius.widgets.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer, persist=False)
+    viewer.window.add_dock_widget(widget, name="Train")
+    widget.model_preset.value = "tiny"
+    widget.patch_z.value = widget.patch_y.value = widget.patch_x.value = 16
+    widget.batch_size.value = 1
+    widget.device.value = "cpu"
+    widget.threads.value = 1
+    yield viewer, widget
+    process = widget.process
+    if process is not None and process.running:  # never leave a training behind
+        process.kill()
+        if hasattr(process, "wait"):
+            process.wait(30)
+    widget.timer.stop()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
+    from napari_vesuvius.core.synthetic import write_challenge_dataset
+    from napari_vesuvius.widgets.inference_widget import InferenceWidget
+
+    viewer, widget = train
+    write_challenge_dataset(tmp_path / "ds", n_train=2, n_test=0, shape=(32, 32, 32), seed=3)
+    inference = InferenceWidget(viewer, persist=False)
+    viewer.window.add_dock_widget(inference, name="Inference")
+    run_dir = tmp_path / "run"
+    widget.data_folder.value = tmp_path / "ds"
+    widget.epochs.value = 2000  # far more than the test waits for: still running when cancelled
+    widget.iterations_per_epoch.value = 3
+    assert widget.total_label.value.startswith("6,000 iterations")
+    widget.run_dir.value = run_dir
+    assert not widget.use_model_button.enabled
+    widget.start()
+    assert widget.running and widget.timer.isActive()
+    assert not widget.start_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: widget.plot.point_count("train_loss") >= 2 or not widget.running, timeout=TIMEOUT_MS)
+    assert widget.running, widget.log.value + widget.process.log_tail()
+    assert widget.progress_bar.value > 0
+    assert widget.status.value.startswith("epoch ") and "ETA" in widget.status.value
+    assert widget.plot.point_count("val_loss") >= 2 and widget.plot.point_count("pseudo_dice") >= 2
+    assert widget.use_model_button.enabled  # a best checkpoint exists after the first epoch
+    if os.environ.get("TRAIN_WIDGET_SCREENSHOT"):
+        viewer.window.screenshot(os.environ["TRAIN_WIDGET_SCREENSHOT"], canvas_only=False)
+
+    widget.cancel()
+    assert widget.cancelling and widget.status.value.startswith("cancelling")
+    assert widget.cancel_button.text == "Kill now"
+    qtbot.waitUntil(lambda: widget.process is None, timeout=TIMEOUT_MS)
+    events = [record["event"] for record in read_metrics(run_dir)]
+    assert events[0] == "started" and events[-1] == "cancelled"
+    assert "epoch_end" in events and "progress" in events
+    assert (run_dir / rundir.CHECKPOINT_LAST).is_file() and (run_dir / rundir.TRAIN_STATE).is_file()
+    assert "cancelled" in widget.status.value
+    assert widget.resume_button.enabled and widget.start_button.enabled and not widget.cancel_button.enabled
+
+    assert widget.use_model() is inference
+    assert Path(inference.model.value) == run_dir / rundir.CHECKPOINT_BEST
+
+    widget.start()  # the folder holds a run: Start refuses, Resume is the way on
+    assert widget.process is None and "Resume" in widget.status.value
+
+
+def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qtbot):
+    from napari_vesuvius.core.synthetic import make_fragment
+    from napari_vesuvius.core.volume_io import read_volume
+
+    viewer, widget = train
+    fragment = make_fragment((24, 32, 32), seed=5)
+    viewer.add_image(fragment.image, name="ct fragment")
+    viewer.add_labels(fragment.labels.astype(np.int32), name="ct labels")
+    widget.data_source.value = "open layers"
+    assert widget.image.visible and not widget.data_folder.visible
+    widget.image.value = viewer.layers["ct fragment"]
+    widget.label.value = viewer.layers["ct labels"]
+    widget.epochs.value = 1
+    widget.iterations_per_epoch.value = 2
+    run_dir = tmp_path / "layers run"
+    widget.run_dir.value = run_dir
+    widget.start()
+    qtbot.waitUntil(lambda: widget.running or "failed" in widget.log.value, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.process is None, timeout=TIMEOUT_MS)
+    assert widget.watcher.summary.state == "finished", widget.log.value
+    image_path = run_dir / "data" / "train_images" / "ct_fragment.tif"
+    label_path = run_dir / "data" / "train_labels" / "ct_fragment.tif"
+    np.testing.assert_array_equal(read_volume(image_path), fragment.image)
+    np.testing.assert_array_equal(read_volume(label_path), fragment.labels)
+    config = json.loads((run_dir / rundir.CONFIG_JSON).read_text())
+    assert config["pairs"] == [[str(image_path), str(label_path)]] and config["data"] == []
+    assert config["epochs"] == 1 and config["iterations_per_epoch"] == 2
+    assert widget.plot.point_count("train_loss") == 1
+    assert widget.progress_bar.value == 1000 and widget.status.value.startswith("finished")
+    assert not widget.resume_button.enabled  # a finished run has nothing to resume
+
+
+def test_bad_settings_are_reported_without_starting(train, tmp_path):
+    viewer, widget = train
+    widget.start()
+    assert "choose a run folder" in widget.status.value
+    widget.run_dir.value = tmp_path / "run"
+    widget.start()
+    assert "choose a dataset folder" in widget.status.value
+    widget.data_folder.value = tmp_path
+    widget.lr.value = "fast"
+    widget.start()
+    assert "learning rate must be a number" in widget.status.value
+    widget.data_source.value = "open layers"
+    widget.start()
+    assert "choose an image and a labels layer" in widget.status.value
+    assert widget.process is None and not (tmp_path / "run" / "data").exists()
+
+
+def test_save_pairs_rejects_bad_labels_and_shapes(tmp_path):
+    image = np.zeros((8, 8, 8), np.uint8)
+    targets = pair_paths(tmp_path, ["a"])
+    with pytest.raises(DatasetError, match="'lab'.*found values from 0 to 5"):
+        run_job(save_pairs_job([("a", image, "lab", np.full((8, 8, 8), 5, np.int32))], targets))
+    with pytest.raises(DatasetError, match="'lab': shape"):
+        run_job(save_pairs_job([("a", image, "lab", np.zeros((8, 8, 4), np.uint8))], targets))
+    assert not targets[0][0].exists()
+
+
+def test_pair_paths_are_safe_and_unique(tmp_path):
+    paths = pair_paths(tmp_path, ["my scan/1", "my scan/1", ".."])
+    names = [image.name for image, _ in paths]
+    assert names == ["my_scan_1.tif", "my_scan_1_2.tif", "volume.tif"]
+    assert all(label.parent.name == "train_labels" and label.name == image.name for image, label in paths)
+
+
+def test_recent_rate_and_duration():
+    records = [
+        {"event": "started"},
+        {"event": "progress", "iteration": 10, "elapsed": 5.0},
+        {"event": "progress", "iteration": 30, "elapsed": 15.0},
+        {"event": "started"},  # a resumed session: its clock starts over
+        {"event": "progress", "iteration": 40, "elapsed": 2.0},
+        {"event": "epoch_end", "iteration": 60, "elapsed": 6.0},
+    ]
+    assert recent_rate(records[:3]) == pytest.approx(2.0)
+    assert recent_rate(records) == pytest.approx(5.0)
+    assert recent_rate(records[:2]) is None
+    assert format_duration(3723) == "1:02:03" and format_duration(65) == "1:05" and format_duration(None) == "?"
