@@ -273,6 +273,7 @@ def main() -> None:
     tiff, ome, naive = results[cases[0][0]], results[cases[3][0]], results[cases[-1][0]]
     scale = float(np.prod(tiff["shape"]) / np.prod(naive["shape"]))
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    per_side = -(-args.size // 128)
     notes = [
         "Each case runs in a fresh subprocess: a napari `ViewerModel` (napari defaults, dask cache on), "
         "our reader, the layer added (napari slices it synchronously: its initial slice, then the "
@@ -287,9 +288,10 @@ def main() -> None:
         "TIFF: opening parses the first page's header and walks the IFD chain (no per-page parsing, "
         "no zarr import); napari reads two one-page chunks (its initial slice and the centre slice).",
         "Plain zarr with cubic 128³ chunks (2 MB, the 3D-work layout and the chunk shape of the scroll "
-        "pyramids): one full-resolution z-plane decodes every chunk it crosses (13×13 chunks = 128× the "
-        "plane's bytes), twice (napari's initial slice and the centre slice). Slab chunks would make "
-        "planes cheap but 3D tiles expensive; large volumes are meant to be viewed through a pyramid. "
+        f"pyramids): one full-resolution z-plane decodes every chunk it crosses ({per_side}×{per_side} "
+        "chunks = 128× the plane's bytes), twice (napari's initial slice and the centre slice). "
+        "Slab chunks would make planes cheap but 3D tiles expensive; large volumes are meant to be "
+        "viewed through a pyramid. "
         "napari's opportunistic dask cache (default: a quarter of RAM) keeps every chunk it computed, "
         "hence the RSS; it is napari's global setting, which the plugin leaves alone (the 'cache off' "
         "row shows the reader alone).",

@@ -98,7 +98,7 @@ def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qt
     widget.data_source.value = "open layers"
     assert widget.image.visible and not widget.data_folder.visible
     widget.image.value = viewer.layers["ct fragment"]
-    widget.label.value = viewer.layers["ct labels"]
+    widget.labels_layer.value = viewer.layers["ct labels"]
     widget.epochs.value = 1
     widget.iterations_per_epoch.value = 2
     run_dir = tmp_path / "layers run"
@@ -139,8 +139,10 @@ def test_bad_settings_are_reported_without_starting(train, tmp_path):
 def test_save_pairs_rejects_bad_labels_and_shapes(tmp_path):
     image = np.zeros((8, 8, 8), np.uint8)
     targets = pair_paths(tmp_path, ["a"])
+    bad = np.zeros((8, 8, 8), np.int32)
+    bad[0, 0, 0] = 5
     with pytest.raises(DatasetError, match="'lab'.*found values from 0 to 5"):
-        run_job(save_pairs_job([("a", image, "lab", np.full((8, 8, 8), 5, np.int32))], targets))
+        run_job(save_pairs_job([("a", image, "lab", bad)], targets))
     with pytest.raises(DatasetError, match="'lab': shape"):
         run_job(save_pairs_job([("a", image, "lab", np.zeros((8, 8, 4), np.uint8))], targets))
     assert not targets[0][0].exists()

@@ -87,7 +87,7 @@ class TrainWidget(Container):
         )  # fmt: skip
         super().__init__(
             widgets=[
-                self.data_source, self.data_folder, self.image, self.label, self.pair_buttons,
+                self.data_source, self.data_folder, self.image, self.labels_layer, self.pair_buttons,
                 self.pairs_view, self.model_preset, self.init, self.init_folder, self.patch, self.epochs,
                 self.iterations_per_epoch, self.total_label, self.batch_size, self.optimizer, self.lr,
                 self.device, self.val_fraction, self.score_every, self.threads, self.run_dir, buttons,
@@ -135,7 +135,7 @@ class TrainWidget(Container):
             tooltip="challenge folder (train_images/ + train_labels/), a run folder or images/ + labels/",
         )  # fmt: skip
         self.image = ComboBox(label="image", choices=self._layer_choices("Image"), nullable=True)
-        self.label = ComboBox(label="labels", choices=self._layer_choices("Labels"), nullable=True)
+        self.labels_layer = ComboBox(label="labels", choices=self._layer_choices("Labels"), nullable=True)
         self.add_pair_button = PushButton(text="Add pair")
         self.clear_pairs_button = PushButton(text="Clear pairs")
         self.pair_buttons = Container(
@@ -199,7 +199,7 @@ class TrainWidget(Container):
     def _show_source(self, *_: Any) -> None:
         layers = self.data_source.value == LAYERS
         self.data_folder.visible = not layers
-        for widget in (self.image, self.label, self.pair_buttons, self.pairs_view):
+        for widget in (self.image, self.labels_layer, self.pair_buttons, self.pairs_view):
             widget.visible = layers
 
     def _show_total(self, *_: Any) -> None:
@@ -222,10 +222,10 @@ class TrainWidget(Container):
 
     def add_pair(self) -> None:
         """Add the chosen image + labels layers to the training pairs."""
-        if self.image.value is None or self.label.value is None:
+        if self.image.value is None or self.labels_layer.value is None:
             self._say("choose an image and a labels layer first")
             return
-        self.pairs.append((self.image.value, self.label.value))
+        self.pairs.append((self.image.value, self.labels_layer.value))
         self._show_pairs()
 
     def clear_pairs(self) -> None:
@@ -238,9 +238,9 @@ class TrainWidget(Container):
     def _layer_pairs(self) -> list[tuple[Any, Any]]:
         if self.pairs:
             return list(self.pairs)
-        if self.image.value is None or self.label.value is None:
+        if self.image.value is None or self.labels_layer.value is None:
             raise VesuviusError("choose an image and a labels layer (or add pairs) to train on open layers")
-        return [(self.image.value, self.label.value)]
+        return [(self.image.value, self.labels_layer.value)]
 
     # -- settings → config ---------------------------------------------------------------------------
     def build_config(self, pairs: list[tuple[Path, Path]] | None = None) -> Any:

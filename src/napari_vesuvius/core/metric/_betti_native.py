@@ -12,7 +12,7 @@ finite bar is born at 0 and dies at 1, so per dimension k:
 
 For k=0 that is a union-find over the edges outside the union; for k=2, cavities die with their
 last cube; for k=1, Alexander duality turns it into a reverse Kruskal sweep over the complement with
-linking numbers against random cycles of each mask (see :func:`_betti_kernels.matched_dim1`).
+linking numbers against random cycles of each mask (see :func:`_betti_dim1.matched_dim1`).
 The counts equal the reference's exactly (see tests/test_metric_topo.py).
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 
+from . import _betti_dim1 as _d1
 from . import _betti_kernels as _k
 
 #: random cycles beyond b1: the chance that they fail to span H1 is below 2**-_MARGIN_BITS
@@ -77,10 +78,18 @@ class _Mask:
 
     def __init__(self, mask: np.ndarray) -> None:
         self.mask = mask
+        self._voxels: np.ndarray | None = None
         self.b0 = int(cc3d.connected_components(mask.view(np.uint8), connectivity=6, return_N=True)[1])
         self.bg_label, self.bounded = _background_cavities(mask)
         self.b2 = int(np.count_nonzero(self.bounded))
         self.b1 = self.b0 + self.b2 - euler_characteristic(mask) if self.b0 else 0
+
+    @property
+    def voxels(self) -> np.ndarray:
+        """Sorted flat indices of the mask's voxels (cached)."""
+        if self._voxels is None:
+            self._voxels = np.flatnonzero(self.mask)
+        return self._voxels
 
 
 def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
@@ -117,31 +126,13 @@ def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     return int(np.intersect1d(last_cavities(pred), last_cavities(label)).size)
 
 
-def _cochain_inputs(mask: np.ndarray, nwords: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Random cycles of ``mask`` (y- and z-edge bits) and the Seifert cochain on the plane x=0.
-
-    Each cycle's Seifert surface is swept along -x to the plane x=0 and closed there by sweeping
-    along -y: a square of type 2 (resp. 1) at (x, y, z) meets it once per y-edge (resp. z-edge) of
-    the cycle at (x' > x, y, z); a type-0 square at (0, y, z) once per z-edge at (any x, y' > y, z).
-    """
-    yb, zb = _k.random_cycles(mask, nwords, seed)
-    zsum = np.bitwise_xor.reduce(zb, axis=0)
-    lab_0 = np.bitwise_xor.accumulate(zsum[::-1], axis=0)[::-1] ^ zsum
-    return yb, zb, np.ascontiguousarray(lab_0)
-
-
 def _sweep_dim1(
-    union: np.ndarray, pred: np.ndarray, label: np.ndarray, nwp: int, nwl: int
+    union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int
 ) -> tuple[int, int, int]:
     """One duality sweep with ``nwp``/``nwl`` words of random prediction/label cycles."""
-    yp, zp, lp = _cochain_inputs(pred, nwp, _SEED_PRED)
-    yl, zl, ll = _cochain_inputs(label, nwl, _SEED_LABEL)
-    yb = np.concatenate([yp, yl], axis=-1)
-    del yp, yl
-    zb = np.concatenate([zp, zl], axis=-1)
-    del zp, zl
-    lab_0 = np.ascontiguousarray(np.concatenate([lp, ll], axis=-1))
-    m, jp, jl = _k.matched_dim1(*_squares_in(union), yb, zb, lab_0, nwp)
+    yp, zp = _d1.random_cycles(pred.voxels, pred.mask.shape, nwp, _SEED_PRED)
+    yl, zl = _d1.random_cycles(label.voxels, label.mask.shape, nwl, _SEED_LABEL)
+    m, jp, jl = _d1.matched_dim1(union, pred.voxels, yp, zp, label.voxels, yl, zl)
     return int(m), int(jp), int(jl)
 
 
@@ -156,7 +147,7 @@ def _matched_dim1(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     full_l = (label.b1 + _MARGIN_BITS + 63) // 64
     nwp, nwl = min(2, full_p), min(2, full_l)
     while True:
-        m, jp, jl = _sweep_dim1(union, pred.mask, label.mask, nwp, nwl)
+        m, jp, jl = _sweep_dim1(union, pred, label, nwp, nwl)
         ok_p = nwp == full_p or jp + _MARGIN_BITS <= 64 * nwp
         ok_l = nwl == full_l or jl + _MARGIN_BITS <= 64 * nwl
         if ok_p and ok_l:
