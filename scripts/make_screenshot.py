@@ -32,7 +32,7 @@ def main() -> int:
 
     viewer.add_labels(fragment.labels, name="labels (1=surface, 2=ignore)", colormap=label_colormap(), opacity=0.6)
     widgets = {}
-    for name in ("Data", "Inference", "Tune", "Score", "Train", "Export"):
+    for name in ("Data", "Inference", "Tune", "Score", "Train", "Export submission"):
         try:
             _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-vesuvius", name, tabify=True)
         except KeyError:

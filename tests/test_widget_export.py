@@ -69,10 +69,10 @@ def test_cancel_leaves_no_zip(widgets, qtbot):
     _, _, widget, folder = widgets
     widget.step.value, widget.batch_size.value = 0.25, 1  # many small batches: still running at cancel
     worker = widget.run()
-    with qtbot.waitSignal(worker.yielded, timeout=60000):
+    with qtbot.waitSignal(worker.yielded, timeout=120000):
         pass
     widget.task.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
+    with qtbot.waitSignal(worker.finished, timeout=120000):
         pass
     assert widget.message.value.startswith("cancelled;")
     assert widget.summary.to_dict("list")["id"] == []
@@ -92,7 +92,7 @@ def test_validation_problem_is_shown_in_plain_words(widgets, qtbot, tmp_path_fac
     # TaskRunner's worker re-raises job errors in the GUI thread (shown by napari); capture that here
     with qtbot.capture_exceptions() as raised:
         worker = widget.run()
-        with qtbot.waitSignal(worker.finished, timeout=60000):
+        with qtbot.waitSignal(worker.finished, timeout=120000):
             pass
     assert [type(error) for _, error, _ in raised] == [SubmissionError]
     assert widget.message.value.startswith("Submission not written — id ")

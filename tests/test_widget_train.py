@@ -27,11 +27,11 @@ def train(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = TrainWidget(viewer, persist=False)
     viewer.window.add_dock_widget(widget, name="Train")
-    widget.model_preset.value = "tiny"
-    widget.patch_z.value = widget.patch_y.value = widget.patch_x.value = 16
-    widget.batch_size.value = 1
-    widget.device.value = "cpu"
-    widget.threads.value = 1
+    widget.form.model_preset.value = "tiny"
+    widget.form.patch_z.value = widget.form.patch_y.value = widget.form.patch_x.value = 16
+    widget.form.batch_size.value = 1
+    widget.form.device.value = "cpu"
+    widget.form.threads.value = 1
     yield viewer, widget
     process = widget.process
     if process is not None and process.running:  # never leave a training behind
@@ -51,16 +51,18 @@ def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
     inference = InferenceWidget(viewer, persist=False)
     viewer.window.add_dock_widget(inference, name="Inference")
     run_dir = tmp_path / "run"
-    widget.data_folder.value = tmp_path / "ds"
-    widget.epochs.value = 2000  # far more than the test waits for: still running when cancelled
-    widget.iterations_per_epoch.value = 3
-    assert widget.total_label.value.startswith("6,000 iterations")
-    widget.run_dir.value = run_dir
+    widget.form.data_folder.value = tmp_path / "ds"
+    widget.form.epochs.value = 2000  # far more than the test waits for: still running when cancelled
+    widget.form.iterations_per_epoch.value = 3
+    assert widget.form.total_label.value.startswith("6,000 iterations")
+    widget.form.run_dir.value = run_dir
     assert not widget.use_model_button.enabled
     widget.start()
     assert widget.running and widget.timer.isActive()
     assert not widget.start_button.enabled and widget.cancel_button.enabled
-    qtbot.waitUntil(lambda: widget.plot.point_count("train_loss") >= 2 or not widget.running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: widget.plot.point_count("train_loss") >= 2 or not widget.running, timeout=TIMEOUT_MS
+    )
     assert widget.running, widget.log.value + widget.process.log_tail()
     assert widget.progress_bar.value > 0
     assert widget.status.value.startswith("epoch ") and "ETA" in widget.status.value
@@ -77,7 +79,7 @@ def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
     assert events[0] == "started" and events[-1] == "cancelled"
     assert "epoch_end" in events and "progress" in events
     assert (run_dir / rundir.CHECKPOINT_LAST).is_file() and (run_dir / rundir.TRAIN_STATE).is_file()
-    assert "cancelled" in widget.status.value
+    assert "cancelled" in widget.status.value and widget.outcome == "cancelled"
     assert widget.resume_button.enabled and widget.start_button.enabled and not widget.cancel_button.enabled
 
     assert widget.use_model() is inference
@@ -88,29 +90,30 @@ def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
 
 
 def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qtbot):
+    import tifffile
+
     from napari_vesuvius.core.synthetic import make_fragment
-    from napari_vesuvius.core.volume_io import read_volume
 
     viewer, widget = train
     fragment = make_fragment((24, 32, 32), seed=5)
     viewer.add_image(fragment.image, name="ct fragment")
     viewer.add_labels(fragment.labels.astype(np.int32), name="ct labels")
-    widget.data_source.value = "open layers"
-    assert widget.image.visible and not widget.data_folder.visible
-    widget.image.value = viewer.layers["ct fragment"]
-    widget.labels_layer.value = viewer.layers["ct labels"]
-    widget.epochs.value = 1
-    widget.iterations_per_epoch.value = 2
+    widget.form.data_source.value = "open layers"
+    assert not widget.form.image.native.isHidden() and widget.form.data_folder.native.isHidden()
+    widget.form.image.value = viewer.layers["ct fragment"]
+    widget.form.labels_layer.value = viewer.layers["ct labels"]
+    widget.form.epochs.value = 1
+    widget.form.iterations_per_epoch.value = 2
     run_dir = tmp_path / "layers run"
-    widget.run_dir.value = run_dir
+    widget.form.run_dir.value = run_dir
     widget.start()
     qtbot.waitUntil(lambda: widget.running or "failed" in widget.log.value, timeout=60_000)
     qtbot.waitUntil(lambda: widget.process is None, timeout=TIMEOUT_MS)
-    assert widget.watcher.summary.state == "finished", widget.log.value
+    assert widget.outcome == "finished" and widget.watcher.summary.state == "finished", widget.log.value
     image_path = run_dir / "data" / "train_images" / "ct_fragment.tif"
     label_path = run_dir / "data" / "train_labels" / "ct_fragment.tif"
-    np.testing.assert_array_equal(read_volume(image_path), fragment.image)
-    np.testing.assert_array_equal(read_volume(label_path), fragment.labels)
+    np.testing.assert_array_equal(tifffile.imread(image_path), fragment.image)
+    np.testing.assert_array_equal(tifffile.imread(label_path), fragment.labels)
     config = json.loads((run_dir / rundir.CONFIG_JSON).read_text())
     assert config["pairs"] == [[str(image_path), str(label_path)]] and config["data"] == []
     assert config["epochs"] == 1 and config["iterations_per_epoch"] == 2
@@ -120,17 +123,17 @@ def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qt
 
 
 def test_bad_settings_are_reported_without_starting(train, tmp_path):
-    viewer, widget = train
+    _, widget = train
     widget.start()
     assert "choose a run folder" in widget.status.value
-    widget.run_dir.value = tmp_path / "run"
+    widget.form.run_dir.value = tmp_path / "run"
     widget.start()
     assert "choose a dataset folder" in widget.status.value
-    widget.data_folder.value = tmp_path
-    widget.lr.value = "fast"
+    widget.form.data_folder.value = tmp_path
+    widget.form.lr.value = "fast"
     widget.start()
     assert "learning rate must be a number" in widget.status.value
-    widget.data_source.value = "open layers"
+    widget.form.data_source.value = "open layers"
     widget.start()
     assert "choose an image and a labels layer" in widget.status.value
     assert widget.process is None and not (tmp_path / "run" / "data").exists()
@@ -141,7 +144,7 @@ def test_save_pairs_rejects_bad_labels_and_shapes(tmp_path):
     targets = pair_paths(tmp_path, ["a"])
     bad = np.zeros((8, 8, 8), np.int32)
     bad[0, 0, 0] = 5
-    with pytest.raises(DatasetError, match="'lab'.*found values from 0 to 5"):
+    with pytest.raises(DatasetError, match=r"'lab'.*found values from 0 to 5"):
         run_job(save_pairs_job([("a", image, "lab", bad)], targets))
     with pytest.raises(DatasetError, match="'lab': shape"):
         run_job(save_pairs_job([("a", image, "lab", np.zeros((8, 8, 4), np.uint8))], targets))
@@ -167,4 +170,5 @@ def test_recent_rate_and_duration():
     assert recent_rate(records[:3]) == pytest.approx(2.0)
     assert recent_rate(records) == pytest.approx(5.0)
     assert recent_rate(records[:2]) is None
-    assert format_duration(3723) == "1:02:03" and format_duration(65) == "1:05" and format_duration(None) == "?"
+    assert format_duration(3723) == "1:02:03" and format_duration(65) == "1:05"
+    assert format_duration(None) == "?"

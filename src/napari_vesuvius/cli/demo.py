@@ -82,7 +82,7 @@ def run_gui() -> int:
 
     viewer = napari.Viewer(title="napari-vesuvius demo")
     viewer.open_sample("napari-vesuvius", "synthetic_fragment")
-    for widget in ("Data", "Inference", "Tune", "Score", "Export"):
+    for widget in ("Data", "Inference", "Tune", "Score", "Train", "Export submission"):
         try:
             viewer.window.add_plugin_dock_widget("napari-vesuvius", widget)
         except KeyError:  # a widget not registered in this version

@@ -64,8 +64,12 @@ class TaskRunner(Container):
         if self.running:
             raise RuntimeError(f"{self.name}: a job is already running")
 
+        started_jobs: list[Generator[Progress, None, Any]] = []
+
         def run_job() -> Generator[Progress, None, Any]:
-            return (yield from job_factory())
+            job = job_factory()
+            started_jobs.append(job)
+            return (yield from job)
 
         self._started = time.perf_counter()
         self._cancel_requested = False
@@ -73,7 +77,8 @@ class TaskRunner(Container):
         self.progress_bar.value = 0
         self.status.value = f"{description}: starting"
         self.cancel_button.enabled = True
-        worker = create_worker(run_job, _start_thread=False)
+        # errors are shown once, by ``errored`` below (not re-raised on the GUI thread as well)
+        worker = create_worker(run_job, _start_thread=False, _ignore_errors=True)
 
         def yielded(report: Progress) -> None:
             if isinstance(report, Progress):
@@ -100,6 +105,10 @@ class TaskRunner(Container):
                 on_error(error)
 
         def aborted() -> None:
+            # the worker stopped at a yield without closing the generator: close it now so the job's
+            # ``finally`` blocks (partial-output marking, temp-file removal) run at once, not at GC
+            for job in started_jobs:
+                job.close()
             self.status.value = f"{description}: cancelled after {time.perf_counter() - self._started:.1f}s"
             if on_cancelled is not None:
                 on_cancelled()

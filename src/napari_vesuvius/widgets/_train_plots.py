@@ -59,6 +59,9 @@ class TrainPlot(Container):
                 spine.set_color(self.text_color)
             axes.tick_params(colors=self.text_color, labelsize=7)
             axes.grid(alpha=0.2)
+        from matplotlib.ticker import MaxNLocator
+
+        score_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         loss_axes.set_ylabel("loss", fontsize=8, color=self.text_color)
         score_axes.set_ylabel("validation", fontsize=8, color=self.text_color)
         score_axes.set_xlabel("epoch", fontsize=8, color=self.text_color)

@@ -19,24 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    ProgressBar,
-    PushButton,
-    RadioButtons,
-    SpinBox,
-    TextEdit,
-)
+from magicgui.widgets import Container, Label, ProgressBar, PushButton, TextEdit
 
 from napari_vesuvius.core.errors import VesuviusError
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import layer_array
 from napari_vesuvius.widgets._settings import WidgetSettings
+from napari_vesuvius.widgets._train_form import FOLDER, SETTING_NAMES, TrainForm
 from napari_vesuvius.widgets._train_run import AttachedRun, format_duration, pair_paths, recent_rate
 
 if TYPE_CHECKING:
@@ -44,20 +33,6 @@ if TYPE_CHECKING:
 
 #: how often the metrics log and the process are checked (ms)
 POLL_INTERVAL_MS = 500
-#: built-in U-Net sizes (``core.inference.unet.PRESETS``; not imported here: that module imports torch)
-MODEL_PRESETS = ("tiny", "small", "medium")
-FOLDER, LAYERS = "dataset folder", "open layers"
-SETTING_NAMES = [
-    "data_source", "data_folder", "model_preset", "init", "patch_z", "patch_y", "patch_x", "epochs",
-    "iterations_per_epoch", "batch_size", "optimizer", "lr", "device", "val_fraction", "score_every",
-    "threads", "run_dir",
-]  # fmt: skip
-
-
-def _path_or_none(value: Any) -> Path | None:
-    """A FileEdit value, or None when it is empty (magicgui reports an empty path as ``.``)."""
-    text = str(value or "").strip()
-    return None if text in ("", ".") else Path(text).expanduser()
 
 
 class TrainWidget(Container):
@@ -69,7 +44,7 @@ class TrainWidget(Container):
         from napari_vesuvius.widgets._train_plots import TrainPlot
 
         self.viewer = napari_viewer
-        self._build_inputs()
+        self.form = TrainForm(napari_viewer, say=self._say)
         self.start_button = PushButton(text="Start")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
@@ -79,6 +54,9 @@ class TrainWidget(Container):
         self.plot = TrainPlot(theme=getattr(napari_viewer, "theme", None))
         self.log = TextEdit(label="log", value="")
         self.log.native.setReadOnly(True)
+        self.log.native.setPlaceholderText("log")
+        self.log.native.setMaximumHeight(120)
+        output = Container(widgets=[self.plot, self.log], labels=False)
         self.save_task = TaskRunner(name="save_data_task")
         self.save_task.visible = False
         buttons = Container(
@@ -87,196 +65,38 @@ class TrainWidget(Container):
         )  # fmt: skip
         super().__init__(
             widgets=[
-                self.data_source, self.data_folder, self.image, self.labels_layer, self.pair_buttons,
-                self.pairs_view, self.model_preset, self.init, self.init_folder, self.patch, self.epochs,
-                self.iterations_per_epoch, self.total_label, self.batch_size, self.optimizer, self.lr,
-                self.device, self.val_fraction, self.score_every, self.threads, self.run_dir, buttons,
-                self.save_task, self.progress_bar, self.status, self.use_model_button, self.plot, self.log,
-            ]
+                self.form, buttons, self.save_task, self.progress_bar, self.status, self.use_model_button, output
+            ],
+            labels=False,
         )  # fmt: skip
-        self.pairs: list[tuple[Any, Any]] = []  # (image layer, labels layer)
         self.process: Any = None  # TrainingProcess or AttachedRun while one is followed
         self.watcher: Any = None  # RunWatcher of the current run folder
         self.cancelling = False
         self._watched: Path | None = None
-        self._last_outcome = ""
+        #: how the last followed run ended: "", finished, cancelled, killed, error
+        self.outcome = ""
         self._last_note = ""
         self._killed = False
         self.timer = QTimer(self.native)
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.poll)
         self.settings = WidgetSettings("train", enabled=persist)
-        self.settings.bind(self, SETTING_NAMES)
-        self.data_source.changed.connect(self._show_source)
-        self.epochs.changed.connect(self._show_total)
-        self.iterations_per_epoch.changed.connect(self._show_total)
-        self.optimizer.changed.connect(self._show_lr_default)
-        self.run_dir.changed.connect(lambda *_: self.watch_run_dir())
-        self.add_pair_button.changed.connect(self.add_pair)
-        self.clear_pairs_button.changed.connect(self.clear_pairs)
-        self.init_folder.changed.connect(self._choose_init_folder)
+        self.settings.bind(self.form, SETTING_NAMES)
+        self.form.connect()
+        self.form.run_dir.changed.connect(lambda *_: self.watch_run_dir())
         self.start_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.resume_button.changed.connect(self.resume)
         self.use_model_button.changed.connect(self.use_model)
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self._layers_removed)
-        self._show_source()
-        self._show_total()
-        self._show_lr_default()
-        self.reset_choices()
         self.watch_run_dir()
 
-    def _build_inputs(self) -> None:
-        self.data_source = RadioButtons(label="data", choices=[FOLDER, LAYERS], value=FOLDER,
-                                        orientation="horizontal")  # fmt: skip
-        self.data_folder = FileEdit(
-            label="dataset", mode="d",
-            tooltip="challenge folder (train_images/ + train_labels/), a run folder or images/ + labels/",
-        )  # fmt: skip
-        self.image = ComboBox(label="image", choices=self._layer_choices("Image"), nullable=True)
-        self.labels_layer = ComboBox(label="labels", choices=self._layer_choices("Labels"), nullable=True)
-        self.add_pair_button = PushButton(text="Add pair")
-        self.clear_pairs_button = PushButton(text="Clear pairs")
-        self.pair_buttons = Container(
-            widgets=[self.add_pair_button, self.clear_pairs_button], layout="horizontal", labels=False
-        )
-        self.pairs_view = TextEdit(label="pairs", value="")
-        self.pairs_view.native.setReadOnly(True)
-        self.pairs_view.native.setMaximumHeight(60)
-        self.pairs_view.native.setPlaceholderText("no pairs added: the image + labels chosen above")
-        self.model_preset = ComboBox(label="model size", choices=list(MODEL_PRESETS), value="small")
-        self.init = FileEdit(
-            label="start from", mode="r",
-            tooltip="optional checkpoint (.pt) or nnU-Net model folder to fine-tune; empty = from scratch",
-        )  # fmt: skip
-        self.init_folder = PushButton(text="Choose nnU-Net folder…")
-        self.patch_z = SpinBox(label="z", min=8, max=512, step=8, value=128)
-        self.patch_y = SpinBox(label="y", min=8, max=512, step=8, value=128)
-        self.patch_x = SpinBox(label="x", min=8, max=512, step=8, value=128)
-        self.patch = Container(widgets=[self.patch_z, self.patch_y, self.patch_x], layout="horizontal",
-                               label="patch (Z Y X)", labels=False)  # fmt: skip
-        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=100)
-        self.iterations_per_epoch = SpinBox(label="iterations / epoch", min=1, max=1_000_000, value=250)
-        self.total_label = Label(label="total", value="")
-        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
-        self.optimizer = ComboBox(label="optimizer", choices=["sgd", "adamw"], value="sgd")
-        self.lr = LineEdit(label="learning rate", value="", tooltip="empty = the optimizer's default")
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.val_fraction = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.2,
-                                         tooltip="volumes held out for validation")  # fmt: skip
-        self.score_every = SpinBox(
-            label="score every",
-            min=0,
-            max=10_000,
-            value=0,
-            tooltip="leaderboard score every N epochs (0 = never; pseudo-Dice always)",
-        )
-        self.threads = SpinBox(label="CPU threads", min=0, max=256, value=0, tooltip="0 = torch's choice")
-        self.run_dir = FileEdit(
-            label="run folder", mode="d", tooltip="new folder for a new run; an existing run folder to resume"
-        )
-
-    # -- choices & data ----------------------------------------------------------------------------
-    def _layer_choices(self, kind: str) -> Any:
-        def choices(*_: Any) -> list[tuple[str, Any]]:
-            import napari.layers
-
-            viewer = getattr(self, "viewer", None)
-            if viewer is None:
-                return []
-            cls = getattr(napari.layers, kind)
-            return [(layer.name, layer) for layer in viewer.layers if type(layer) is cls]
-
-        return choices
-
-    def _layers_removed(self, *_: Any) -> None:
-        alive = list(self.viewer.layers)
-        self.pairs = [(i, lb) for i, lb in self.pairs if i in alive and lb in alive]
-        self._show_pairs()
-        self.reset_choices()
-
-    def _show_source(self, *_: Any) -> None:
-        layers = self.data_source.value == LAYERS
-        self.data_folder.visible = not layers
-        for widget in (self.image, self.labels_layer, self.pair_buttons, self.pairs_view):
-            widget.visible = layers
-
-    def _show_total(self, *_: Any) -> None:
-        total = int(self.epochs.value) * int(self.iterations_per_epoch.value)
-        self.total_label.value = (
-            f"{total:,} iterations ({self.epochs.value} × {self.iterations_per_epoch.value})"
-        )
-
-    def _show_lr_default(self, *_: Any) -> None:
-        from napari_vesuvius.core.training.config import OPTIMIZER_DEFAULTS
-
-        self.lr.native.setPlaceholderText(f"default {OPTIMIZER_DEFAULTS[self.optimizer.value]['lr']:g}")
-
-    def _choose_init_folder(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
-        if folder:
-            self.init.value = folder
-
-    def add_pair(self) -> None:
-        """Add the chosen image + labels layers to the training pairs."""
-        if self.image.value is None or self.labels_layer.value is None:
-            self._say("choose an image and a labels layer first")
-            return
-        self.pairs.append((self.image.value, self.labels_layer.value))
-        self._show_pairs()
-
-    def clear_pairs(self) -> None:
-        self.pairs = []
-        self._show_pairs()
-
-    def _show_pairs(self) -> None:
-        self.pairs_view.value = "\n".join(f"{i.name}  +  {lb.name}" for i, lb in self.pairs)
-
-    def _layer_pairs(self) -> list[tuple[Any, Any]]:
-        if self.pairs:
-            return list(self.pairs)
-        if self.image.value is None or self.labels_layer.value is None:
-            raise VesuviusError("choose an image and a labels layer (or add pairs) to train on open layers")
-        return [(self.image.value, self.labels_layer.value)]
-
-    # -- settings → config ---------------------------------------------------------------------------
-    def build_config(self, pairs: list[tuple[Path, Path]] | None = None) -> Any:
-        """The :class:`TrainConfig` of the current settings (``pairs``: saved layer files)."""
-        from napari_vesuvius.core.training.config import ConfigError, TrainConfig
-
-        text = self.lr.value.strip()
-        try:
-            lr = float(text) if text else None
-        except ValueError:
-            raise ConfigError(f"learning rate must be a number, got {text!r}") from None
-        data: tuple[str, ...] = ()
-        if pairs is None:
-            folder = _path_or_none(self.data_folder.value)
-            if folder is None:
-                raise ConfigError("choose a dataset folder")
-            data = (str(folder.resolve()),)
-        init = _path_or_none(self.init.value)
-        return TrainConfig(
-            epochs=int(self.epochs.value), iterations_per_epoch=int(self.iterations_per_epoch.value),
-            patch_size=(int(self.patch_z.value), int(self.patch_y.value), int(self.patch_x.value)),
-            batch_size=int(self.batch_size.value), data=data,
-            pairs=tuple((str(i.resolve()), str(lb.resolve())) for i, lb in pairs or ()),
-            val_fraction=float(self.val_fraction.value), model_preset=self.model_preset.value,
-            init=None if init is None else str(init.resolve()), device=self.device.value,
-            optimizer=self.optimizer.value, lr=lr, score_every=int(self.score_every.value),
-            torch_threads=int(self.threads.value),
-        )  # fmt: skip
-
+    # -- start / resume / cancel -----------------------------------------------------------------------
     def _run_folder(self) -> Path | None:
-        run_dir = _path_or_none(self.run_dir.value)
+        run_dir = self.form.run_folder()
         if run_dir is None:
             self._say("choose a run folder")
-        return None if run_dir is None else run_dir.resolve()
+        return run_dir
 
-    # -- start / resume / cancel -----------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.running
@@ -292,12 +112,12 @@ class TrainWidget(Container):
             self._say(f"{run_dir} already holds a run: Resume it, or choose a new run folder")
             return
         try:
-            if self.data_source.value == FOLDER:
-                self._launch(self.build_config(), run_dir)
+            if self.form.data_source.value == FOLDER:
+                self._launch(self.form.build_config(), run_dir)
                 return
-            layer_pairs = self._layer_pairs()
+            layer_pairs = self.form.layer_pairs()
             targets = pair_paths(run_dir, [image.name for image, _ in layer_pairs])
-            config = self.build_config(targets)  # settings checked before anything is written
+            config = self.form.build_config(targets)  # settings checked before anything is written
         except VesuviusError as error:
             self._say(str(error), error=True)
             return
@@ -350,7 +170,7 @@ class TrainWidget(Container):
             self._say(f"could not start training: {error}", error=True)
             return
         self.cancelling = self._killed = False
-        self._last_outcome = ""
+        self.outcome = ""
         self.watch_run_dir(force=True)
         self._say(f"{'resumed' if resume else 'started'} training (pid {self.process.pid}) in {run_dir}")
         self.timer.start()
@@ -378,8 +198,7 @@ class TrainWidget(Container):
         from napari_vesuvius.core.training.monitor import RunWatcher
         from napari_vesuvius.core.training.process import running_pid
 
-        run_dir = _path_or_none(self.run_dir.value)
-        run_dir = None if run_dir is None else run_dir.resolve()
+        run_dir = self.form.run_folder()
         if run_dir == self._watched and not force:
             return
         if self.running and not force:
@@ -445,7 +264,7 @@ class TrainWidget(Container):
         code = process.poll()
         if state in ("running", "not_started"):
             state = "killed" if self._killed else ("error" if code not in (0, 130) else state)
-        self._last_outcome = state
+        self.outcome = state
         if state == "killed":
             self._say("killed: Resume continues from the last completed epoch")
         elif state == "error":

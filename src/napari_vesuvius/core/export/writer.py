@@ -168,7 +168,8 @@ class SubmissionWriter:
         if missing:
             shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
             raise SubmissionError(self.out, f"no mask for test id(s) {shown}")
-        assert self._zip is not None
+        if self._zip is None:
+            raise SubmissionError(self.out, "the writer is closed (aborted or already finished)")
         try:
             self._zip.close()
         except OSError as error:
@@ -201,12 +202,16 @@ class SubmissionWriter:
                     raise SubmissionError(where, "reads back with values outside {0, 1}")
                 if mask_digest(array) != self._digests[vid]:
                     raise SubmissionError(where, "reads back different from the mask that was written")
-        with open(self.tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        size = self.tmp.stat().st_size
-        os.replace(self.tmp, self.out)
+        # the last yield comes before the swap: a cancel can no longer half-happen after it
+        yield Progress(total, total, f"writing {self.out.name}")
+        try:
+            with open(self.tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            size = self.tmp.stat().st_size
+            os.replace(self.tmp, self.out)
+        except OSError as error:
+            raise SubmissionError(self.out, f"cannot move the finished zip into place ({error})") from error
         self._finished = True
-        yield Progress(total, total, f"wrote {self.out.name}")
         return ExportSummary(
             self.out, list(self.summaries), size, time.perf_counter() - started, dict(settings or {})
         )

@@ -158,7 +158,10 @@ def _find_pot(parent: np.ndarray, off: np.ndarray, a: int, pot: np.ndarray) -> i
         parent[cur] = r
         cur = nxt
     for w in range(nw):
-        pot[w] = off[a, w] if parent[a] != a else 0
+        pot[w] = 0
+    if parent[a] != a:
+        for w in range(nw):
+            pot[w] = off[a, w]
     return r
 
 
@@ -282,7 +285,7 @@ def matched_dim1(
                         na = low_slot + y * cz + z if x >= 1 else out
                         nb_ = cur_slot + y * cz + z if x < cx else out
                         for w in range(nw):
-                            lab[w] = lab_0[y, z, w] if x == 0 else 0
+                            lab[w] = lab_0[y, z, w] if x == 0 else np.uint64(0)
                     ra = _find_pot(parent, off, na, pu)
                     rb = _find_pot(parent, off, nb_, pv)
                     if ra != rb:

@@ -1,0 +1,229 @@
+"""The settings form of the Train widget: data (folder or layer pairs), model, schedule, run folder.
+
+:meth:`TrainForm.build_config` turns the form into the exact
+:class:`~napari_vesuvius.core.training.config.TrainConfig` the training process runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    TextEdit,
+)
+
+from napari_vesuvius.core.errors import VesuviusError
+
+if TYPE_CHECKING:
+    import napari
+
+#: built-in U-Net sizes (``core.inference.unet.PRESETS``; not imported here: that module imports torch)
+MODEL_PRESETS = ("tiny", "small", "medium")
+FOLDER, LAYERS = "dataset folder", "open layers"
+#: the form fields that persist between sessions
+SETTING_NAMES = [
+    "data_source", "data_folder", "model_preset", "init", "patch_z", "patch_y", "patch_x", "epochs",
+    "iterations_per_epoch", "batch_size", "optimizer", "lr", "device", "val_fraction", "score_every",
+    "threads", "run_dir",
+]  # fmt: skip
+
+
+def path_or_none(value: Any) -> Path | None:
+    """A FileEdit value, or None when it is empty (magicgui reports an empty path as ``.``)."""
+    text = str(value or "").strip()
+    return None if text in ("", ".") else Path(text).expanduser()
+
+
+class TrainForm(Container):
+    """Every training setting the widget offers; ``say`` receives short messages for the user."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, say: Callable[[str], None] | None = None) -> None:
+        self.viewer = viewer
+        self.say = say or (lambda message: None)
+        self.data_source = RadioButtons(
+            label="data", choices=[FOLDER, LAYERS], value=FOLDER, orientation="horizontal"
+        )
+        self.data_folder = FileEdit(
+            label="dataset", mode="d",
+            tooltip="challenge folder (train_images/ + train_labels/), a run folder or images/ + labels/",
+        )  # fmt: skip
+        self.image = ComboBox(label="image", choices=self._layer_choices("Image"), nullable=True)
+        self.labels_layer = ComboBox(label="labels", choices=self._layer_choices("Labels"), nullable=True)
+        self.add_pair_button = PushButton(text="Add pair")
+        self.clear_pairs_button = PushButton(text="Clear pairs")
+        self.pair_buttons = Container(
+            widgets=[self.add_pair_button, self.clear_pairs_button], layout="horizontal", labels=False
+        )
+        self.pairs_view = TextEdit(label="pairs", value="")
+        self.pairs_view.native.setReadOnly(True)
+        self.pairs_view.native.setMaximumHeight(60)
+        self.pairs_view.native.setPlaceholderText("none added: the image + labels chosen above")
+        self.model_preset = ComboBox(label="model size", choices=list(MODEL_PRESETS), value="small")
+        self.init = FileEdit(
+            label="start from", mode="r",
+            tooltip="optional checkpoint (.pt) or nnU-Net model folder to fine-tune; empty = from scratch",
+        )  # fmt: skip
+        self.init_folder = PushButton(text="Choose nnU-Net folder…")
+        self.patch_z = SpinBox(label="z", min=8, max=512, step=8, value=128)
+        self.patch_y = SpinBox(label="y", min=8, max=512, step=8, value=128)
+        self.patch_x = SpinBox(label="x", min=8, max=512, step=8, value=128)
+        self.patch = Container(
+            widgets=[self.patch_z, self.patch_y, self.patch_x], layout="horizontal", label="patch (Z Y X)",
+            labels=False,
+        )  # fmt: skip
+        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=100)
+        self.iterations_per_epoch = SpinBox(label="iterations / epoch", min=1, max=1_000_000, value=250)
+        self.total_label = Label(label="total", value="")
+        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
+        self.optimizer = ComboBox(label="optimizer", choices=["sgd", "adamw"], value="sgd")
+        self.lr = LineEdit(label="learning rate", value="", tooltip="empty = the optimizer's default")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.val_fraction = FloatSpinBox(
+            label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.2,
+            tooltip="fraction of the volumes held out for validation",
+        )  # fmt: skip
+        self.score_every = SpinBox(
+            label="score every", min=0, max=10_000, value=0,
+            tooltip="leaderboard score every N epochs (0 = never; pseudo-Dice every epoch)",
+        )  # fmt: skip
+        self.threads = SpinBox(label="CPU threads", min=0, max=256, value=0, tooltip="0 = torch's choice")
+        self.run_dir = FileEdit(
+            label="run folder",
+            mode="d",
+            tooltip="a new folder for a new run; an existing run folder to resume",
+        )
+        super().__init__(
+            widgets=[
+                self.data_source, self.data_folder, self.image, self.labels_layer, self.pair_buttons,
+                self.pairs_view, self.model_preset, self.init, self.init_folder, self.patch, self.epochs,
+                self.iterations_per_epoch, self.total_label, self.batch_size, self.optimizer, self.lr,
+                self.device, self.val_fraction, self.score_every, self.threads, self.run_dir,
+            ]
+        )  # fmt: skip
+        self.pairs: list[tuple[Any, Any]] = []  # (image layer, labels layer)
+
+    def connect(self) -> None:
+        """Wire the form's own reactions (after settings were restored) and show the derived values."""
+        self.data_source.changed.connect(self._show_source)
+        self.epochs.changed.connect(self._show_total)
+        self.iterations_per_epoch.changed.connect(self._show_total)
+        self.optimizer.changed.connect(self._show_lr_default)
+        self.add_pair_button.changed.connect(self.add_pair)
+        self.clear_pairs_button.changed.connect(self.clear_pairs)
+        self.init_folder.changed.connect(self._choose_init_folder)
+        self.viewer.layers.events.inserted.connect(self.reset_choices)
+        self.viewer.layers.events.removed.connect(self._layers_removed)
+        self._show_source()
+        self._show_total()
+        self._show_lr_default()
+        self.reset_choices()
+
+    # -- choices & pairs ---------------------------------------------------------------------------
+    def _layer_choices(self, kind: str) -> Callable[..., list[tuple[str, Any]]]:
+        def choices(*_: Any) -> list[tuple[str, Any]]:
+            import napari.layers
+
+            viewer = getattr(self, "viewer", None)
+            if viewer is None:
+                return []
+            cls = getattr(napari.layers, kind)
+            return [(layer.name, layer) for layer in viewer.layers if type(layer) is cls]
+
+        return choices
+
+    def _layers_removed(self, *_: Any) -> None:
+        alive = list(self.viewer.layers)
+        self.pairs = [(i, lb) for i, lb in self.pairs if i in alive and lb in alive]
+        self._show_pairs()
+        self.reset_choices()
+
+    def _show_source(self, *_: Any) -> None:
+        layers = self.data_source.value == LAYERS
+        self.data_folder.visible = not layers
+        for widget in (self.image, self.labels_layer, self.pair_buttons, self.pairs_view):
+            widget.visible = layers
+
+    def _show_total(self, *_: Any) -> None:
+        total = int(self.epochs.value) * int(self.iterations_per_epoch.value)
+        self.total_label.value = (
+            f"{total:,} iterations ({self.epochs.value} × {self.iterations_per_epoch.value})"
+        )
+
+    def _show_lr_default(self, *_: Any) -> None:
+        from napari_vesuvius.core.training.config import OPTIMIZER_DEFAULTS
+
+        self.lr.native.setPlaceholderText(f"default {OPTIMIZER_DEFAULTS[self.optimizer.value]['lr']:g}")
+
+    def _choose_init_folder(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
+        if folder:
+            self.init.value = folder
+
+    def add_pair(self) -> None:
+        """Add the chosen image + labels layers to the training pairs."""
+        if self.image.value is None or self.labels_layer.value is None:
+            self.say("choose an image and a labels layer first")
+            return
+        self.pairs.append((self.image.value, self.labels_layer.value))
+        self._show_pairs()
+
+    def clear_pairs(self) -> None:
+        self.pairs = []
+        self._show_pairs()
+
+    def _show_pairs(self) -> None:
+        self.pairs_view.value = "\n".join(f"{i.name}  +  {lb.name}" for i, lb in self.pairs)
+
+    def layer_pairs(self) -> list[tuple[Any, Any]]:
+        """The added (image, labels) layer pairs, else the one chosen in the combo boxes."""
+        if self.pairs:
+            return list(self.pairs)
+        if self.image.value is None or self.labels_layer.value is None:
+            raise VesuviusError("choose an image and a labels layer (or add pairs) to train on open layers")
+        return [(self.image.value, self.labels_layer.value)]
+
+    # -- settings → config ---------------------------------------------------------------------------
+    def run_folder(self) -> Path | None:
+        """The chosen run folder (absolute), or None."""
+        run_dir = path_or_none(self.run_dir.value)
+        return None if run_dir is None else run_dir.resolve()
+
+    def build_config(self, pairs: list[tuple[Path, Path]] | None = None) -> Any:
+        """The :class:`TrainConfig` of the form: the dataset folder, or ``pairs`` (saved layer files)."""
+        from napari_vesuvius.core.training.config import ConfigError, TrainConfig
+
+        text = self.lr.value.strip()
+        try:
+            lr = float(text) if text else None
+        except ValueError:
+            raise ConfigError(f"learning rate must be a number, got {text!r}") from None
+        data: tuple[str, ...] = ()
+        if pairs is None:
+            folder = path_or_none(self.data_folder.value)
+            if folder is None:
+                raise ConfigError("choose a dataset folder")
+            data = (str(folder.resolve()),)
+        init = path_or_none(self.init.value)
+        return TrainConfig(
+            epochs=int(self.epochs.value), iterations_per_epoch=int(self.iterations_per_epoch.value),
+            patch_size=(int(self.patch_z.value), int(self.patch_y.value), int(self.patch_x.value)),
+            batch_size=int(self.batch_size.value), data=data,
+            pairs=tuple((str(i.resolve()), str(lb.resolve())) for i, lb in pairs or ()),
+            val_fraction=float(self.val_fraction.value), model_preset=self.model_preset.value,
+            init=None if init is None else str(init.resolve()), device=self.device.value,
+            optimizer=self.optimizer.value, lr=lr, score_every=int(self.score_every.value),
+            torch_threads=int(self.threads.value),
+        )  # fmt: skip
