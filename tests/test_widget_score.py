@@ -42,9 +42,10 @@ def score(make_napari_viewer, fragment):
     return viewer, widget
 
 
-def _wait(qtbot, worker, timeout=60000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+def _wait(qtbot, widget, worker, timeout=60000):
+    """Wait until the started job has finished (its callbacks ran on the GUI thread)."""
+    assert worker is not None, widget.message.value
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=timeout)
 
 
 def test_score_shows_the_metric_breakdown(score, fragment, qtbot):
@@ -52,7 +53,7 @@ def test_score_shows_the_metric_breakdown(score, fragment, qtbot):
     mask = run_pipeline(viewer.layers["prob"].data, PostprocessConfig(), scan_mask=fragment.scan_mask)
     viewer.add_labels(mask.astype(np.uint8), name="mask")
     widget.mask.value = viewer.layers["mask"]
-    _wait(qtbot, widget.score())
+    _wait(qtbot, widget, widget.score())
     expected = score_volume(mask, fragment.labels)
     assert widget.last_score.to_dict() == expected.to_dict()
     text = widget.report.value
@@ -75,7 +76,7 @@ def test_sweep_plots_scores_and_use_best_sets_the_tune_widget(score, fragment, q
     widget.base.value = BASE_TUNE
     widget.parameter.value = "t_low"
     widget.start.value, widget.stop.value, widget.step.value = 0.2, 0.5, 0.1
-    _wait(qtbot, widget.sweep())
+    _wait(qtbot, widget, widget.sweep())
     expected = run_sweep(
         [("prob", viewer.layers["prob"].data, fragment.labels, fragment.image > 0)],
         tune.config(),
@@ -96,7 +97,7 @@ def test_use_best_without_tune_widget_saves_the_config_file(score, qtbot, tmp_pa
     _, widget = score
     widget.parameter.value = "dust_size"
     widget.start.value, widget.stop.value, widget.step.value = 0, 200, 100
-    _wait(qtbot, widget.sweep())
+    _wait(qtbot, widget, widget.sweep())
     assert widget.plot.x == [0, 100, 200]
     widget.config_path.value = tmp_path / "best.json"
     widget.use_best_button.clicked.emit()
@@ -118,7 +119,7 @@ def test_cancel_a_sweep(score, qtbot):
     widget.start.value, widget.stop.value, widget.step.value = 0.05, 0.8, 0.01
     worker = widget.sweep()
     widget.task.cancel_button.clicked.emit()
-    _wait(qtbot, worker)
+    _wait(qtbot, widget, worker)
     assert widget.last_sweep is None
     assert "cancelled" in widget.message.value
 
@@ -146,11 +147,11 @@ def test_sweep_over_all_training_volumes_of_a_dataset(make_napari_viewer, tmp_pa
     widget.base.value = "defaults"
     widget.parameter.value = "closing_z"
     widget.start.value, widget.stop.value, widget.step.value = 0, 2, 1
-    _wait(qtbot, widget.sweep())
+    _wait(qtbot, widget, widget.sweep())
     result = widget.last_sweep
     assert sorted(result.case_names) == sorted(str(i) for i in layout.train_ids)
     table = widget.table.data.to_list()
     assert len(table) == 3 and table[-1] == [round(s, 4) for s in result.mean_scores]
-    _wait(qtbot, widget.score())
+    _wait(qtbot, widget, widget.score())
     assert "mean over 2 volume(s)" in widget.report.value
     assert widget.last_sweep.values == [PostprocessConfig().margin]

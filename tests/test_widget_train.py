@@ -88,6 +88,46 @@ def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
     widget.start()  # the folder holds a run: Start refuses, Resume is the way on
     assert widget.process is None and "Resume" in widget.status.value
 
+    widget.resume()
+    assert widget.running
+    qtbot.waitUntil(
+        lambda: widget.watcher.summary.state == "running" or not widget.running, timeout=TIMEOUT_MS
+    )
+    started = [r for r in read_metrics(run_dir) if r["event"] == "started"]
+    assert len(started) == 2 and started[1]["resumed"] is True and started[1]["epoch"] >= 2
+    widget.cancel()
+    widget.cancel()  # "Kill now": the run keeps its last saved state
+    qtbot.waitUntil(lambda: widget.process is None, timeout=TIMEOUT_MS)
+    assert widget.outcome in ("killed", "cancelled")
+    assert widget.resume_button.enabled
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_reattaches_to_a_run_started_by_an_earlier_session(train, tmp_path, qtbot):
+    import subprocess
+    import sys
+
+    _, widget = train
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / rundir.CONFIG_JSON).write_text("{}")
+    # stands in for a training process left running when napari was closed
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / rundir.PID_FILE).write_text(f"{sleeper.pid}\n")
+        widget.form.run_dir.value = run_dir
+        assert widget.running and widget.process.pid == sleeper.pid
+        assert "already running" in widget.status.value and widget.cancel_button.enabled
+        widget.cancel()  # SIGTERM to a process this session did not start
+        qtbot.waitUntil(lambda: sleeper.poll() is not None, timeout=30_000)
+        (run_dir / rundir.PID_FILE).unlink()  # as the CLI does on exit
+        qtbot.waitUntil(lambda: widget.process is None, timeout=30_000)
+        assert sleeper.returncode == -15 and widget.outcome == "stopped"
+        assert widget.start_button.enabled and not widget.cancel_button.enabled
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
 
 def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qtbot):
     import tifffile
@@ -172,3 +212,18 @@ def test_recent_rate_and_duration():
     assert recent_rate(records[:2]) is None
     assert format_duration(3723) == "1:02:03" and format_duration(65) == "1:05"
     assert format_duration(None) == "?"
+
+
+def test_a_failing_run_shows_the_error_and_its_log(train, tmp_path, qtbot):
+    _, widget = train
+    (tmp_path / "empty").mkdir()
+    widget.form.data_folder.value = tmp_path / "empty"  # not training data: the process fails at setup
+    widget.form.epochs.value = widget.form.iterations_per_epoch.value = 1
+    widget.form.run_dir.value = tmp_path / "run"
+    widget.start()
+    qtbot.waitUntil(lambda: widget.process is None, timeout=TIMEOUT_MS)
+    assert widget.outcome == "error"
+    assert (
+        "training failed (exit code 1)" in widget.status.value and "not training data" in widget.status.value
+    )
+    assert "error: " in widget.log.value  # the tail of train.log

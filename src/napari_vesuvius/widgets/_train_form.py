@@ -122,8 +122,15 @@ class TrainForm(Container):
         self.add_pair_button.changed.connect(self.add_pair)
         self.clear_pairs_button.changed.connect(self.clear_pairs)
         self.init_folder.changed.connect(self._choose_init_folder)
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self._layers_removed)
+        events = self.viewer.layers.events
+        events.inserted.connect(self.reset_choices)
+        events.removed.connect(self._layers_removed)
+
+        def disconnect(*_: Any) -> None:  # the viewer outlives a closed dock widget
+            events.inserted.disconnect(self.reset_choices)
+            events.removed.disconnect(self._layers_removed)
+
+        self.native.destroyed.connect(disconnect)
         self._show_source()
         self._show_total()
         self._show_lr_default()

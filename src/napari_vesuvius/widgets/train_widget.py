@@ -65,7 +65,8 @@ class TrainWidget(Container):
         )  # fmt: skip
         super().__init__(
             widgets=[
-                self.form, buttons, self.save_task, self.progress_bar, self.status, self.use_model_button, output
+                self.form, buttons, self.save_task, self.progress_bar, self.status, self.use_model_button,
+                output,
             ],
             labels=False,
         )  # fmt: skip
@@ -262,23 +263,28 @@ class TrainWidget(Container):
         self.cancelling = False
         state = self.watcher.summary.state if self.watcher is not None else "not_started"
         code = process.poll()
-        if state in ("running", "not_started"):
-            state = "killed" if self._killed else ("error" if code not in (0, 130) else state)
+        if state in ("running", "not_started"):  # no final record: the process did not end cleanly
+            if self._killed:
+                state = "killed"
+            elif isinstance(process, AttachedRun):
+                state = "stopped"  # not our child: its exit code is unknown
+            else:
+                state = "error"
         self.outcome = state
-        if state == "killed":
-            self._say("killed: Resume continues from the last completed epoch")
+        if state in ("killed", "stopped"):
+            self._say(
+                f"training process {state} without saving: Resume continues from the last completed epoch"
+            )
         elif state == "error":
             message = self.watcher.summary.message if self.watcher is not None else ""
             tail = process.log_tail(2000).strip()
-            self._say(f"training failed: {message or 'see the log'}", error=True)
+            self._say(f"training failed (exit code {code}): {message or 'see the log'}", error=True)
             if tail:
                 self._log(tail)
         elif state == "cancelled":
             self._say("cancelled: checkpoint and state saved; Resume continues the run")
-        elif state == "finished":
-            self._say(f"finished: best checkpoint {self.best_checkpoint()}")
         else:
-            self._say(f"training process exited (code {code})")
+            self._say(f"finished: best checkpoint {self.best_checkpoint()}")
 
     def _set_buttons(self) -> None:
         from napari_vesuvius.core.training.rundir import CONFIG_JSON

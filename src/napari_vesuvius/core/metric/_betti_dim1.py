@@ -188,6 +188,7 @@ def matched_dim1(
     lvox: np.ndarray,
     lyb: np.ndarray,
     lzb: np.ndarray,
+    top: np.ndarray,
 ) -> tuple[int, int, int]:
     """Matched H1 bars, through Alexander duality; returns ``(matched, jumps_pred, jumps_label)``.
 
@@ -262,28 +263,40 @@ def matched_dim1(
                     if t == 2:
                         if x >= cx or y >= cy:
                             continue
+                        sa = z < 1 or (x >= 1 and x > top[y, z - 1])
+                        sb = z >= cz or (x >= 1 and x > top[y, z])
+                        if sa and sb and (z >= 1 or z < cz):
+                            continue  # between sky cubes: a zero closing
                         if u[v] and u[v + sx] and u[v + nz] and u[v + sx + nz]:
                             continue
-                        na = cur_slot + y * cz + z - 1 if z >= 1 else out
-                        nb_ = cur_slot + y * cz + z if z < cz else out
+                        na = out if sa else cur_slot + y * cz + z - 1
+                        nb_ = out if sb else cur_slot + y * cz + z
                         for w in range(nw):
                             lab[w] = acc_y[y, z, w]
                     elif t == 1:
                         if x >= cx or z >= cz:
                             continue
+                        sa = y < 1 or (x >= 1 and x > top[y - 1, z])
+                        sb = y >= cy or (x >= 1 and x > top[y, z])
+                        if sa and sb and (y >= 1 or y < cy):
+                            continue
                         if u[v] and u[v + sx] and u[v + 1] and u[v + sx + 1]:
                             continue
-                        na = cur_slot + (y - 1) * cz + z if y >= 1 else out
-                        nb_ = cur_slot + y * cz + z if y < cy else out
+                        na = out if sa else cur_slot + (y - 1) * cz + z
+                        nb_ = out if sb else cur_slot + y * cz + z
                         for w in range(nw):
                             lab[w] = acc_z[y, z, w]
                     else:
                         if y >= cy or z >= cz:
                             continue
+                        sa = x < 1 or (x >= 2 and x - 1 > top[y, z])
+                        sb = x >= cx or (x >= 1 and x > top[y, z])
+                        if sa and sb and (x >= 1 or x < cx):
+                            continue
                         if u[v] and u[v + nz] and u[v + 1] and u[v + nz + 1]:
                             continue
-                        na = low_slot + y * cz + z if x >= 1 else out
-                        nb_ = cur_slot + y * cz + z if x < cx else out
+                        na = out if sa else low_slot + y * cz + z
+                        nb_ = out if sb else cur_slot + y * cz + z
                         for w in range(nw):
                             lab[w] = lab_0[y, z, w] if x == 0 else np.uint64(0)
                     ra = _find_pot(parent, off, na, pu)
@@ -313,7 +326,7 @@ def matched_dim1(
                     if jp and jl:
                         matched += 1
         if x >= 1 and x - 1 < cx:
-            _reroot(parent, off, rank, new_root, new_pot, low_slot, cur_slot, plane, pu)
+            _reroot(parent, off, rank, new_root, new_pot, low_slot, cur_slot, plane, pu, top, x - 1)
     return matched, jumps_p, jumps_l
 
 
@@ -328,6 +341,8 @@ def _reroot(
     drop: int,
     plane: int,
     pot: np.ndarray,
+    top: np.ndarray,
+    xk: int,
 ) -> None:
     """Move every root in slot ``drop`` onto a member in slot ``keep``, then clear slot ``drop``.
 
@@ -336,10 +351,14 @@ def _reroot(
     later square can reach them).
     """
     nw = off.shape[1]
+    cz = top.shape[1]
     for i in range(plane):
-        _find_pot(parent, off, keep + i, pot)  # full compression: parent = root, off = potential
+        if xk < 1 or xk <= top[i // cz, i % cz]:  # sky cubes are never stored
+            _find_pot(parent, off, keep + i, pot)  # full compression: parent = root, off = potential
     for i in range(plane):
         a = keep + i
+        if parent[a] == a:
+            continue
         r = parent[a]
         if r < drop or r >= drop + plane:
             continue

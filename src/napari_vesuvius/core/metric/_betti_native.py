@@ -126,13 +126,26 @@ def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     return int(np.intersect1d(last_cavities(pred), last_cavities(label)).size)
 
 
+def _cube_tops(union: np.ndarray) -> np.ndarray:
+    """Per column of cubes ``(y, z)``: the highest x of a union voxel among its 4 voxel columns.
+
+    Cubes above it (x > top, x >= 1) form the "sky": every square between them has a zero linking
+    label and they are already joined to the outside when first reached, so the sweep treats them
+    as the outside node (see :func:`_betti_dim1.matched_dim1`). -1 marks empty columns.
+    """
+    nx = union.shape[0]
+    has = union.any(axis=0)
+    h = np.where(has, nx - 1 - np.argmax(union[::-1], axis=0), -1).astype(np.int32)
+    return np.ascontiguousarray(np.maximum(np.maximum(h[:-1, :-1], h[1:, :-1]), np.maximum(h[:-1, 1:], h[1:, 1:])))
+
+
 def _sweep_dim1(
     union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int
 ) -> tuple[int, int, int]:
     """One duality sweep with ``nwp``/``nwl`` words of random prediction/label cycles."""
     yp, zp = _d1.random_cycles(pred.voxels, pred.mask.shape, nwp, _SEED_PRED)
     yl, zl = _d1.random_cycles(label.voxels, label.mask.shape, nwl, _SEED_LABEL)
-    m, jp, jl = _d1.matched_dim1(union, pred.voxels, yp, zp, label.voxels, yl, zl)
+    m, jp, jl = _d1.matched_dim1(union, pred.voxels, yp, zp, label.voxels, yl, zl, _cube_tops(union))
     return int(m), int(jp), int(jl)
 
 
