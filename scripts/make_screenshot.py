@@ -30,7 +30,9 @@ def main() -> int:
     viewer.add_image(prob, name="probability", colormap="magma", blending="additive", visible=False)
     from napari_vesuvius.widgets._layers import label_colormap
 
-    viewer.add_labels(fragment.labels, name="labels (1=surface, 2=ignore)", colormap=label_colormap(), opacity=0.6)
+    viewer.add_labels(
+        fragment.labels, name="labels (1=surface, 2=ignore)", colormap=label_colormap(), opacity=0.6
+    )
     widgets = {}
     for name in ("Data", "Inference", "Tune", "Score", "Train", "Export submission"):
         try:

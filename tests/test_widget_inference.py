@@ -17,7 +17,9 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = preset("tiny")
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, build_unet(config), config, Normalization(), (32, 32, 32), {"note": "random weights"})
+    save_checkpoint(
+        path, build_unet(config), config, Normalization(), (32, 32, 32), {"note": "random weights"}
+    )
     return path
 
 
@@ -48,7 +50,9 @@ def test_run_fills_probability_layer_like_the_core_engine(inference, tiny_checkp
         pass
     layer = viewer.layers["ct probability"]
     expected = predict(viewer.layers["ct"].data, load_model(tiny_checkpoint), device="cpu", precision="fp32")
-    np.testing.assert_allclose(layer.data.astype(np.float32), expected.probability.astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(
+        layer.data.astype(np.float32), expected.probability.astype(np.float32), atol=1e-3
+    )
     assert layer.metadata["prediction"]["complete"] is True
     assert widget.last_result.complete
     assert "Mvox/s" in widget.log.value
