@@ -1,5 +1,5 @@
-"""Viewer tests for the Train widget: a tiny training in a subprocess, followed live, cancelled, resumed
-data from layers, and the Qt-free helpers (rate/ETA, layer file names, label checks)."""
+"""Viewer tests for the Train widget: a tiny training subprocess followed live, cancelled, resumed and
+killed; training on open layers; re-attaching; a failing run; and the Qt-free helpers."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ class TrainPlot(Container):
             0.5, 0.5, "curves appear after the first epoch", ha="center", va="center",
             color=self.text_color, fontsize=8, transform=loss_axes.transAxes,
         )  # fmt: skip
-        self.canvas.draw_idle()
+        self.clear()
 
     def _style(self) -> None:
         loss_axes, score_axes = self.axes
@@ -81,11 +81,13 @@ class TrainPlot(Container):
             has_data = has_data or bool(points)
         self.hint.set_visible(not has_data)
         loss_axes, score_axes = self.axes
-        loss_axes.relim()
-        loss_axes.autoscale_view()
         epochs = [p[0] for points in curves.values() for p in points]
-        if epochs:
-            loss_axes.set_xlim(0.5, max(max(epochs), 2) + 0.5)
+        loss_axes.set_xlim(0.5, max([*epochs, 2]) + 0.5)
+        if has_data:
+            loss_axes.relim()
+            loss_axes.autoscale_view(scalex=False)
+        else:
+            loss_axes.set_ylim(0.0, 1.0)
         score_axes.set_ylim(0.0, 1.02)
         self.canvas.draw_idle()
 

@@ -104,12 +104,12 @@ class TrainWidget(Container):
 
     def start(self) -> None:
         """Start a new run in the run folder (saving the chosen layers into it first)."""
-        from napari_vesuvius.core.training.rundir import CONFIG_JSON
+        from napari_vesuvius.core.training.rundir import TRAIN_STATE
 
         run_dir = self._run_folder()
         if run_dir is None or self._busy():
             return
-        if (run_dir / CONFIG_JSON).exists():
+        if (run_dir / TRAIN_STATE).exists():  # a run that never saved a state may start over
             self._say(f"{run_dir} already holds a run: Resume it, or choose a new run folder")
             return
         try:

@@ -7,8 +7,9 @@ Both work on sparse data so that their memory stays small and cache-resident:
 - :func:`matched_dim1` is the reverse-order Kruskal sweep of the duality graph (cubes + the
   outside, squares outside the union as edges). The sweep visits the squares x-plane by x-plane,
   and a plane's squares only touch cubes of the planes ``x`` and ``x - 1``, so the union-find keeps
-  just two planes of cubes plus the outside: after each plane every surviving component is
-  re-rooted on the next plane (potentials shifted accordingly) and the finished plane is recycled.
+  just two planes of cubes plus the outside: links always point to the same or the next (lower)
+  plane, so when a plane is finished nothing still reachable points into it and its slot is
+  recycled.
 
 Cell conventions are those of :mod:`._betti_kernels`.
 """
@@ -215,8 +216,6 @@ def matched_dim1(
     parent = np.arange(out + 1, dtype=np.int32)
     rank = np.zeros(out + 1, dtype=np.int8)
     off = np.zeros((out + 1, nw), dtype=np.uint64)
-    new_root = np.full(plane, -1, dtype=np.int32)
-    new_pot = np.zeros((plane, nw), dtype=np.uint64)
     basis_p = np.zeros((64 * nwp, nwp), dtype=np.uint64)
     has_p = np.zeros(64 * nwp, dtype=np.bool_)
     basis_l = np.zeros((64 * nwl, nwl), dtype=np.uint64)
@@ -234,6 +233,22 @@ def matched_dim1(
                 cur = lab_0[y, z, w]
                 lab_0[y, z, w] = run[z, w]
                 run[z, w] ^= cur
+    # positions (y, z) whose squares touch a non-sky cube for planes x <= work[y, z]
+    work = np.full((ny, nz), -1, dtype=np.int64)
+    for y in range(ny):
+        for z in range(nz):
+            m = -1
+            if y < cy and z < cz:
+                m = top[y, z] + 1
+            if y < cy and 1 <= z <= cz:
+                m = max(m, top[y, z - 1])
+            if 1 <= y <= cy and z < cz:
+                m = max(m, top[y - 1, z])
+            work[y, z] = m
+    work_row = np.full(ny, -1, dtype=np.int64)
+    for y in range(ny):
+        for z in range(nz):
+            work_row[y] = max(work_row[y], work[y, z])
     pu = np.zeros(nw, dtype=np.uint64)
     pv = np.zeros(nw, dtype=np.uint64)
     lab = np.zeros(nw, dtype=np.uint64)
@@ -256,9 +271,15 @@ def matched_dim1(
             l_hi = l_lo
         cur_slot = (x & 1) * plane  # cubes of plane x
         low_slot = ((x - 1) & 1) * plane  # cubes of plane x - 1
+        skip = x > 1 and cx > 0 and cy > 0 and cz > 0  # sky squares can be skipped
         for y in range(ny - 1, -1, -1):
+            if skip and x > work_row[y]:
+                continue
             for z in range(nz - 1, -1, -1):
+                if skip and x > work[y, z]:
+                    continue
                 v = x * sx + y * nz + z
+                rc = -1  # root (and pv: potential) of the cube (x, y, z), shared by the 3 squares
                 for t in range(2, -1, -1):
                     if t == 2:
                         if x >= cx or y >= cy:
@@ -300,10 +321,31 @@ def matched_dim1(
                         for w in range(nw):
                             lab[w] = lab_0[y, z, w] if x == 0 else np.uint64(0)
                     ra = _find_pot(parent, off, na, pu)
-                    rb = _find_pot(parent, off, nb_, pv)
+                    if nb_ == out:
+                        rb = out
+                        for w in range(nw):
+                            pv[w] = 0
+                    elif rc < 0:
+                        rc = _find_pot(parent, off, nb_, pv)
+                        rb = rc
+                    else:
+                        while parent[rc] != rc:  # re-linked since: climb to the new root
+                            for w in range(nw):
+                                pv[w] ^= off[rc, w]
+                            rc = parent[rc]
+                        rb = rc
                     if ra != rb:
-                        # keep the outside, then roots on the lower plane, as roots
-                        if rb == out or (ra != out and rank[ra] < rank[rb]):
+                        # the outside stays a root, and links only point to the same or the
+                        # lower plane: then nothing on plane x - 1 points at plane x
+                        if ra == out:
+                            swap = False
+                        elif rb == out:
+                            swap = True
+                        else:
+                            sa_low = low_slot <= ra < low_slot + plane
+                            sb_low = low_slot <= rb < low_slot + plane
+                            swap = sb_low if sa_low != sb_low else rank[ra] < rank[rb]
+                        if swap:
                             ra, rb = rb, ra
                         parent[rb] = ra
                         for w in range(nw):
@@ -325,60 +367,9 @@ def matched_dim1(
                     jumps_l += jl
                     if jp and jl:
                         matched += 1
-        if x >= 1 and x - 1 < cx:
-            _reroot(parent, off, rank, new_root, new_pot, low_slot, cur_slot, plane, pu, top, x - 1)
+        for i in range(cur_slot, cur_slot + plane):  # plane x is done: recycle its slot
+            parent[i] = i
+            rank[i] = 0
+            for w in range(nw):
+                off[i, w] = 0
     return matched, jumps_p, jumps_l
-
-
-@nb.njit(**_NJIT)
-def _reroot(
-    parent: np.ndarray,
-    off: np.ndarray,
-    rank: np.ndarray,
-    new_root: np.ndarray,
-    new_pot: np.ndarray,
-    keep: int,
-    drop: int,
-    plane: int,
-    pot: np.ndarray,
-    top: np.ndarray,
-    xk: int,
-) -> None:
-    """Move every root in slot ``drop`` onto a member in slot ``keep``, then clear slot ``drop``.
-
-    After this each node of ``keep`` points straight at a root in ``keep`` or at the outside, with
-    its potential relative to that root; components without a member in ``keep`` are forgotten (no
-    later square can reach them).
-    """
-    nw = off.shape[1]
-    cz = top.shape[1]
-    for i in range(plane):
-        if xk < 1 or xk <= top[i // cz, i % cz]:  # sky cubes are never stored
-            _find_pot(parent, off, keep + i, pot)  # full compression: parent = root, off = potential
-    for i in range(plane):
-        a = keep + i
-        if parent[a] == a:
-            continue
-        r = parent[a]
-        if r < drop or r >= drop + plane:
-            continue
-        j = r - drop
-        if new_root[j] < 0:
-            new_root[j] = a
-            for w in range(nw):
-                new_pot[j, w] = off[a, w]
-                off[a, w] = 0
-            parent[a] = a
-            rank[a] = 1
-        else:
-            parent[a] = new_root[j]
-            for w in range(nw):
-                off[a, w] ^= new_pot[j, w]
-    for i in range(plane):
-        a = drop + i
-        if new_root[i] >= 0:
-            new_root[i] = -1
-        parent[a] = a
-        rank[a] = 0
-        for w in range(nw):
-            off[a, w] = 0

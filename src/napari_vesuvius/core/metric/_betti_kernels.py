@@ -31,54 +31,40 @@ def _find(parent: np.ndarray, a: int) -> int:
 # dimension 0
 # --------------------------------------------------------------------------------------------
 @nb.njit(**_NJIT)
-def matched_dim0(union: np.ndarray, has_p: np.ndarray, has_l: np.ndarray) -> int:
+def matched_dim0(lab: np.ndarray, has_p: np.ndarray, has_l: np.ndarray) -> int:
     """Matched H0 bars: merges, in edge-index order, of two groups that both hold P and L.
 
-    Groups start as the union's 6-connected components (pre-merged here) and the single voxels
-    outside it; the edges not inside the union are then added in index order. ``has_p``/``has_l``
-    (flat, per voxel) mark prediction / label voxels.
+    Groups start as the union's 6-connected components (``lab`` > 0, uint32 labels from cc3d;
+    ``has_p``/``has_l`` say which hold prediction / label voxels) and the single voxels outside it;
+    the edges not inside the union are then added in index order. A P-and-L group count only drops
+    by one per counted merge and only grows when a P-only group meets an L-only group, and the
+    whole block ends as one group: so once no P-only or no L-only group is left the remaining
+    merges add ``active - 1`` and the sweep stops early.
     """
-    nx, ny, nz = union.shape
+    nx, ny, nz = lab.shape
     n = nx * ny * nz
-    u = union.ravel()
-    parent = np.arange(n, dtype=np.int32)
-    fp = has_p.copy()
-    fl = has_l.copy()
-    sx = ny * nz
-    # the union's own edges come first (value 0): merge its components
-    for i in range(n):
-        if not u[i]:
-            continue
-        z = i % nz
-        y = (i // nz) % ny
-        x = i // sx
-        for t in range(3):
-            if t == 0:
-                if x + 1 >= nx:
-                    continue
-                j = i + sx
-            elif t == 1:
-                if y + 1 >= ny:
-                    continue
-                j = i + nz
-            else:
-                if z + 1 >= nz:
-                    continue
-                j = i + 1
-            if not u[j]:
-                continue
-            ra = _find(parent, i)
-            rb = _find(parent, j)
-            if ra != rb:
-                parent[rb] = ra
-                fp[ra] |= fp[rb]
-                fl[ra] |= fl[rb]
+    ncomp = has_p.shape[0] - 1
+    lf = lab.reshape(-1)
+    parent = np.arange(ncomp + 1 + n, dtype=np.int32)
+    kind = np.zeros(ncomp + 1 + n, dtype=np.uint8)  # bit 0: holds P, bit 1: holds L
+    n_p = 0
+    n_l = 0
+    active = 0
+    for c in range(1, ncomp + 1):
+        kind[c] = np.uint8(has_p[c]) | (np.uint8(has_l[c]) << np.uint8(1))
+        n_p += kind[c] == 1
+        n_l += kind[c] == 2
+        active += kind[c] == 3
     matched = 0
+    sx = ny * nz
     i = 0
     for x in range(nx):
+        if n_p == 0 or n_l == 0:
+            break
         for y in range(ny):
             for z in range(nz):
-                ui = u[i]
+                li = lf[i]
+                a = li if li > 0 else ncomp + 1 + i
                 for t in range(3):
                     if t == 0:
                         if x + 1 >= nx:
@@ -92,19 +78,28 @@ def matched_dim0(union: np.ndarray, has_p: np.ndarray, has_l: np.ndarray) -> int
                         if z + 1 >= nz:
                             continue
                         j = i + 1
-                    if ui and u[j]:
-                        continue
-                    ra = _find(parent, i)
-                    rb = _find(parent, j)
+                    lj = lf[j]
+                    if li > 0 and lj > 0:
+                        continue  # inside the union: pre-merged
+                    b = lj if lj > 0 else ncomp + 1 + j
+                    ra = _find(parent, a)
+                    rb = _find(parent, b)
                     if ra == rb:
                         continue
-                    if fp[ra] and fl[ra] and fp[rb] and fl[rb]:
+                    ka = kind[ra]
+                    kb = kind[rb]
+                    k = ka | kb
+                    if ka == 3 and kb == 3:
                         matched += 1
+                        active -= 1
+                    elif k == 3 and ka != 3 and kb != 3:
+                        active += 1
+                    n_p -= (ka == 1) + (kb == 1) - (k == 1)
+                    n_l -= (ka == 2) + (kb == 2) - (k == 2)
                     parent[rb] = ra
-                    fp[ra] |= fp[rb]
-                    fl[ra] |= fl[rb]
+                    kind[ra] = k
                 i += 1
-    return matched
+    return matched + max(active - 1, 0)
 
 
 # --------------------------------------------------------------------------------------------

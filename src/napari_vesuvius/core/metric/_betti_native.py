@@ -92,6 +92,18 @@ class _Mask:
         return self._voxels
 
 
+def _matched_dim0(pred: np.ndarray, label: np.ndarray, union: np.ndarray) -> int:
+    """Matched H0 bars (see :func:`_betti_kernels.matched_dim0`); no sweep when one side has no
+    component of its own (every union component holds label voxels, or every one prediction)."""
+    lab, n = cc3d.connected_components(union.view(np.uint8), connectivity=6, return_N=True)
+    has_p = np.zeros(int(n) + 1, dtype=bool)
+    has_p[lab[pred]] = True
+    has_l = np.zeros(int(n) + 1, dtype=bool)
+    has_l[lab[label]] = True
+    has_p[0] = has_l[0] = False
+    return int(_k.matched_dim0(lab, has_p, has_l))
+
+
 def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     """Matched H2 bars.
 
@@ -136,7 +148,8 @@ def _cube_tops(union: np.ndarray) -> np.ndarray:
     nx = union.shape[0]
     has = union.any(axis=0)
     h = np.where(has, nx - 1 - np.argmax(union[::-1], axis=0), -1).astype(np.int32)
-    return np.ascontiguousarray(np.maximum(np.maximum(h[:-1, :-1], h[1:, :-1]), np.maximum(h[:-1, 1:], h[1:, 1:])))
+    top = np.maximum(np.maximum(h[:-1, :-1], h[1:, :-1]), np.maximum(h[:-1, 1:], h[1:, 1:]))
+    return np.ascontiguousarray(top)
 
 
 def _sweep_dim1(
@@ -187,7 +200,7 @@ def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int
         return counts
     union = pred | label
     if p.b0 > 1 and g.b0 > 1:
-        counts[0]["m"] = int(_k.matched_dim0(union, pred.ravel(), label.ravel()))
+        counts[0]["m"] = _matched_dim0(pred, label, union)
     if p.b2 and g.b2:
         counts[2]["m"] = _matched_dim2(p, g, union)
     if p.b1 and g.b1 and _Mask(union).b1:  # no union tunnel: nothing can be matched
