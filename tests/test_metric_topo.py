@@ -246,6 +246,50 @@ def test_brute_force_reference_on_random_tiny_volumes() -> None:
     assert nonzero[0] > 0 and nonzero[1] > 0, nonzero  # cavities: see test_brute_force_cavities
 
 
+def test_brute_force_empty_sky_and_lone_components() -> None:
+    """Volumes empty above some height (the dimension-1 sweep maps that sky to the outside) and with
+    components only one side has (dimension 0 cannot take its no-sweep shortcut)."""
+    rng = np.random.default_rng(17)
+    seen = [0, 0]
+    for i in range(60):
+        shape = tuple(int(s) for s in rng.integers(3, 7, 3))
+        p = rng.random(shape) < rng.uniform(0.4, 0.9)
+        g = p ^ (rng.random(shape) < 0.12)
+        cut = rng.integers(1, shape[0], size=(shape[1], shape[2]))  # a ragged ceiling per column
+        sky = np.arange(shape[0])[:, None, None] >= cut[None]
+        p &= ~sky
+        g &= ~sky
+        if i % 3 == 0:  # lone voxels on one side only
+            p[-1, 0, 0] = True
+            g[-1, -1, -1] = True
+        expected = brute_force_counts(p, g)
+        seen[0] += expected[0]["m"] > 0
+        seen[1] += expected[1]["m"] > 0
+        assert topo_counts(p, g, tiles=ONE) == expected, (p.astype(int).tolist(), g.astype(int).tolist())
+    assert seen[0] > 0 and seen[1] > 0, seen
+
+
+def test_mask_statistics_kernel() -> None:
+    """The sparse component/Euler kernel agrees with cc3d and the dense Euler characteristic."""
+    import cc3d
+
+    from napari_vesuvius.core.metric import _betti_kernels as kernels
+    from napari_vesuvius.core.metric._betti_native import euler_characteristic
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        m = rng.random(tuple(int(s) for s in rng.integers(1, 12, 3))) < rng.uniform(0.1, 0.9)
+        vox = np.flatnonzero(m)
+        n, chi, comp = kernels.components_euler(vox, kernels.voxel_index(vox, m.size), m.shape)
+        ref, n_ref = cc3d.connected_components(m.view(np.uint8), connectivity=6, return_N=True)
+        assert n == n_ref and chi == euler_characteristic(m)
+        labels = np.zeros(m.size, np.int64)
+        labels[vox] = comp
+        # the same partition as cc3d's, up to renumbering
+        pairs = set(zip(labels[vox].tolist(), ref.ravel()[vox].tolist(), strict=True))
+        assert len(pairs) == n
+
+
 def test_brute_force_cavities() -> None:
     rng = np.random.default_rng(5)
     hits = 0

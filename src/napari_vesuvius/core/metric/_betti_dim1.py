@@ -26,22 +26,21 @@ _NJIT = {"nogil": True, "cache": True}
 
 @nb.njit(**_NJIT)
 def random_cycles(
-    vox: np.ndarray, shape: tuple[int, int, int], nwords: int, seed: int
+    vox: np.ndarray, rank: np.ndarray, shape: tuple[int, int, int], nwords: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``64 * nwords`` pseudo-random 1-cycles of the complex of a mask given by its voxels.
 
-    ``vox`` holds the mask's flat C-order indices, sorted. Each cycle is a uniformly random element
-    of the cycle space: the edges outside a BFS spanning forest get random bits and the forest edges
-    are then solved leaf-first so that every vertex has even degree; random cycles span H1 with
-    probability ``>= 1 - 2**(b1 - bits)``. Returns the bits of the y-edge and of the z-edge starting
-    at each mask voxel (zero where that edge is not in the mask), each ``(len(vox), nwords)``.
+    ``vox`` holds the mask's flat C-order indices, sorted, and ``rank`` maps a flat index to its
+    position in ``vox`` (-1 outside the mask, see :func:`_betti_kernels.voxel_index`). Each cycle
+    is a uniformly random element of the cycle space: the edges outside a BFS spanning forest get
+    random bits and the forest edges are then solved leaf-first so that every vertex has even
+    degree; random cycles span H1 with probability ``>= 1 - 2**(b1 - bits)``. Returns the bits of
+    the y-edge and of the z-edge starting at each mask voxel (zero where that edge is not in the
+    mask), each ``(len(vox), nwords)``.
     """
     nx, ny, nz = shape
     nm = vox.shape[0]
     sx = ny * nz
-    rank = np.full(nx * ny * nz, -1, dtype=np.int32)
-    for i in range(nm):
-        rank[vox[i]] = i
     ybits = np.zeros((nm, nwords), dtype=np.uint64)
     zbits = np.zeros((nm, nwords), dtype=np.uint64)
     pedge = np.full(nm, -1, dtype=np.int64)  # flat edge id (base * 3 + type) to the BFS parent
@@ -203,6 +202,13 @@ def matched_dim1(
     type-2 (type-1) square at (x, y, z) counts the y-edges (z-edges) at (x' > x, y, z) and a type-0
     square at (0, y, z) the z-edges at (any x, y' > y, z). ``*vox``/``*yb``/``*zb`` come from
     :func:`random_cycles` of the prediction and of the label.
+
+    The "sky" (cubes at x >= 1 above ``top[y, z]``, the highest union voxel of their columns) is
+    merged into the outside node: a sky cube is first reached, in sweep order, by the type-0 square
+    from the sky cube above it (or the outside), all labels between sky cubes are zero (no cycle
+    edge above them, and none behind them on x = 0 since plane 0 is never sky), so every sky cube
+    joins the outside's component with potential 0 before any other square reaches it, and squares
+    between two sky cubes are zero closings. Skipping them changes no jump.
     """
     nx, ny, nz = union.shape
     cx, cy, cz = max(nx - 1, 0), max(ny - 1, 0), max(nz - 1, 0)
@@ -367,9 +373,14 @@ def matched_dim1(
                     jumps_l += jl
                     if jp and jl:
                         matched += 1
-        for i in range(cur_slot, cur_slot + plane):  # plane x is done: recycle its slot
-            parent[i] = i
-            rank[i] = 0
-            for w in range(nw):
-                off[i, w] = 0
+        if x < cx:  # plane x is done: recycle the slots of its non-sky cubes (the only ones used)
+            for y in range(cy):
+                for z in range(cz):
+                    if x >= 1 and x > top[y, z]:
+                        continue
+                    i = cur_slot + y * cz + z
+                    parent[i] = i
+                    rank[i] = 0
+                    for w in range(nw):
+                        off[i, w] = 0
     return matched, jumps_p, jumps_l

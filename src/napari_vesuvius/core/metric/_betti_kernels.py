@@ -139,3 +139,77 @@ def _insert(basis: np.ndarray, has: np.ndarray, vec: np.ndarray) -> bool:
             has[hb] = True
             return True
         vec ^= basis[hb]
+
+
+# --------------------------------------------------------------------------------------------
+# per-mask statistics on the mask's voxels only
+# --------------------------------------------------------------------------------------------
+@nb.njit(**_NJIT)
+def voxel_index(vox: np.ndarray, nvox: int) -> np.ndarray:
+    """Dense map flat index -> position in ``vox`` (-1 outside the mask)."""
+    index = np.full(nvox, -1, dtype=np.int32)
+    for i in range(vox.shape[0]):
+        index[vox[i]] = i
+    return index
+
+
+@nb.njit(**_NJIT)
+def components_euler(
+    vox: np.ndarray, index: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[int, int, np.ndarray]:
+    """6-connected components and Euler characteristic of a mask given by its sorted voxels.
+
+    Returns ``(n_components, euler, comp)`` with ``comp[i]`` in ``1..n`` the component of ``vox[i]``.
+    The Euler characteristic counts vertices - edges + squares - cubes of the voxel-as-vertex
+    complex, each cell counted at its lowest corner.
+    """
+    nx, ny, nz = shape
+    sx = ny * nz
+    nm = vox.shape[0]
+    parent = np.arange(nm, dtype=np.int32)
+    chi = 0
+    for i in range(nm):
+        v = vox[i]
+        x = v // sx
+        y = (v // nz) % ny
+        z = v % nz
+        bx = x + 1 < nx and index[v + sx] >= 0
+        by = y + 1 < ny and index[v + nz] >= 0
+        bz = z + 1 < nz and index[v + 1] >= 0
+        chi += 1 - bx - by - bz
+        sxy = bx and by and index[v + sx + nz] >= 0
+        sxz = bx and bz and index[v + sx + 1] >= 0
+        syz = by and bz and index[v + nz + 1] >= 0
+        chi += sxy + sxz + syz
+        if sxy and sxz and syz and index[v + sx + nz + 1] >= 0:
+            chi -= 1
+        for t in range(3):
+            if t == 0:
+                if not bx:
+                    continue
+                j = index[v + sx]
+            elif t == 1:
+                if not by:
+                    continue
+                j = index[v + nz]
+            else:
+                if not bz:
+                    continue
+                j = index[v + 1]
+            ra = _find(parent, i)
+            rb = _find(parent, j)
+            if ra != rb:
+                if ra < rb:
+                    parent[rb] = ra
+                else:
+                    parent[ra] = rb
+    comp = np.zeros(nm, dtype=np.uint32)
+    n = 0
+    for i in range(nm):
+        r = _find(parent, i)
+        if r == i:
+            n += 1
+            comp[i] = n
+        else:
+            comp[i] = comp[r]
+    return n, chi, comp

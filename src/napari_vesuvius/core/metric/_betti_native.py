@@ -26,6 +26,8 @@ from . import _betti_kernels as _k
 
 #: random cycles beyond b1: the chance that they fail to span H1 is below 2**-_MARGIN_BITS
 _MARGIN_BITS = 64
+#: random-cycle words a side starts with at most (see :func:`_matched_dim1`)
+_START_WORDS = 4
 _SEED_PRED = 0x5EED0001
 _SEED_LABEL = 0x5EED0002
 
@@ -76,35 +78,37 @@ def _background_cavities(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Mask:
     """One binary mask of a block with its components, cavities and Betti numbers."""
 
-    def __init__(self, mask: np.ndarray) -> None:
+    def __init__(self, mask: np.ndarray, keep_labels: bool = False) -> None:
         self.mask = mask
-        self._voxels: np.ndarray | None = None
-        self.b0 = int(cc3d.connected_components(mask.view(np.uint8), connectivity=6, return_N=True)[1])
+        self.voxels = np.flatnonzero(mask)
+        self.index = _k.voxel_index(self.voxels, mask.size)
+        n, chi, comp = _k.components_euler(self.voxels, self.index, mask.shape)
+        self.b0 = int(n)
+        #: 6-connected component labels per voxel (kept for the union, which dimension 0 needs)
+        self.fg_label: np.ndarray | None = None
+        if keep_labels:
+            self.fg_label = np.zeros(mask.shape, dtype=np.uint32)
+            self.fg_label.ravel()[self.voxels] = comp
         self.bg_label, self.bounded = _background_cavities(mask)
         self.b2 = int(np.count_nonzero(self.bounded))
-        self.b1 = self.b0 + self.b2 - euler_characteristic(mask) if self.b0 else 0
-
-    @property
-    def voxels(self) -> np.ndarray:
-        """Sorted flat indices of the mask's voxels (cached)."""
-        if self._voxels is None:
-            self._voxels = np.flatnonzero(self.mask)
-        return self._voxels
+        self.b1 = self.b0 + self.b2 - int(chi) if self.b0 else 0
 
 
-def _matched_dim0(pred: np.ndarray, label: np.ndarray, union: np.ndarray) -> int:
-    """Matched H0 bars (see :func:`_betti_kernels.matched_dim0`); no sweep when one side has no
-    component of its own (every union component holds label voxels, or every one prediction)."""
-    lab, n = cc3d.connected_components(union.view(np.uint8), connectivity=6, return_N=True)
-    has_p = np.zeros(int(n) + 1, dtype=bool)
+def _matched_dim0(pred: np.ndarray, label: np.ndarray, union: _Mask) -> int:
+    """Matched H0 bars (see :func:`_betti_kernels.matched_dim0`); the sweep stops as soon as no
+    union component group holds only prediction or only label voxels."""
+    lab = union.fg_label
+    if lab is None:
+        raise ValueError("dimension 0 needs the union's component labels (keep_labels=True)")
+    has_p = np.zeros(union.b0 + 1, dtype=bool)
     has_p[lab[pred]] = True
-    has_l = np.zeros(int(n) + 1, dtype=bool)
+    has_l = np.zeros(union.b0 + 1, dtype=bool)
     has_l[lab[label]] = True
     has_p[0] = has_l[0] = False
     return int(_k.matched_dim0(lab, has_p, has_l))
 
 
-def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
+def _matched_dim2(pred: _Mask, label: _Mask, union_mask: _Mask) -> int:
     """Matched H2 bars.
 
     A union cavity dies with its last cube in index order (C-order over cubes, cube = its lowest
@@ -112,7 +116,8 @@ def _matched_dim2(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     cavity dies, in the union, with the last-dying union cavity it holds; a union cavity matches when
     it is that one for a prediction cavity and for a label cavity.
     """
-    lab_c, bnd_c = _background_cavities(union)
+    union = union_mask.mask
+    lab_c, bnd_c = union_mask.bg_label, union_mask.bounded
     idx = np.flatnonzero(bnd_c[lab_c].ravel())
     if idx.size == 0:
         return 0
@@ -156,8 +161,8 @@ def _sweep_dim1(
     union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int
 ) -> tuple[int, int, int]:
     """One duality sweep with ``nwp``/``nwl`` words of random prediction/label cycles."""
-    yp, zp = _d1.random_cycles(pred.voxels, pred.mask.shape, nwp, _SEED_PRED)
-    yl, zl = _d1.random_cycles(label.voxels, label.mask.shape, nwl, _SEED_LABEL)
+    yp, zp = _d1.random_cycles(pred.voxels, pred.index, pred.mask.shape, nwp, _SEED_PRED)
+    yl, zl = _d1.random_cycles(label.voxels, label.index, label.mask.shape, nwl, _SEED_LABEL)
     m, jp, jl = _d1.matched_dim1(union, pred.voxels, yp, zp, label.voxels, yl, zl, _cube_tops(union))
     return int(m), int(jp), int(jl)
 
@@ -167,11 +172,13 @@ def _matched_dim1(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
 
     The number of classes each side can see is at most its b1; with ``64 * w`` random cycles the
     sweep finds ``min(rank, 64 * w)`` jumps with probability ``>= 1 - 2**(rank - 64 * w)``, so a
-    result is accepted once the jumps found stay ``_MARGIN_BITS`` below the width.
+    result is accepted once the jumps found stay ``_MARGIN_BITS`` below the width. Up to
+    ``_START_WORDS`` words a side starts at the width its b1 needs (one sweep); a wider need
+    starts there and grows only if the jumps found call for it (a word costs far less than a sweep).
     """
     full_p = (pred.b1 + _MARGIN_BITS + 63) // 64
     full_l = (label.b1 + _MARGIN_BITS + 63) // 64
-    nwp, nwl = min(2, full_p), min(2, full_l)
+    nwp, nwl = min(_START_WORDS, full_p), min(_START_WORDS, full_l)
     while True:
         m, jp, jl = _sweep_dim1(union, pred, label, nwp, nwl)
         ok_p = nwp == full_p or jp + _MARGIN_BITS <= 64 * nwp
@@ -198,11 +205,14 @@ def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int
     }
     if p.b0 == 0 or g.b0 == 0:
         return counts
-    union = pred | label
-    if p.b0 > 1 and g.b0 > 1:
-        counts[0]["m"] = _matched_dim0(pred, label, union)
-    if p.b2 and g.b2:
-        counts[2]["m"] = _matched_dim2(p, g, union)
-    if p.b1 and g.b1 and _Mask(union).b1:  # no union tunnel: nothing can be matched
-        counts[1]["m"] = _matched_dim1(p, g, union)
+    need = (p.b0 > 1 and g.b0 > 1, p.b1 > 0 and g.b1 > 0, p.b2 > 0 and g.b2 > 0)
+    if not any(need):
+        return counts
+    u = _Mask(pred | label, keep_labels=True)
+    if need[0]:
+        counts[0]["m"] = _matched_dim0(pred, label, u)
+    if need[2]:
+        counts[2]["m"] = _matched_dim2(p, g, u)
+    if need[1] and u.b1:  # no union tunnel: nothing can be matched
+        counts[1]["m"] = _matched_dim1(p, g, u.mask)
     return counts
