@@ -78,7 +78,7 @@ def _background_cavities(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Mask:
     """One binary mask of a block with its components, cavities and Betti numbers."""
 
-    def __init__(self, mask: np.ndarray, keep_labels: bool = False) -> None:
+    def __init__(self, mask: np.ndarray, keep_labels: bool = False, cavities: bool = True) -> None:
         self.mask = mask
         self.voxels = np.flatnonzero(mask)
         self.index = _k.voxel_index(self.voxels, mask.size)
@@ -89,9 +89,15 @@ class _Mask:
         if keep_labels:
             self.fg_label = np.zeros(mask.shape, dtype=np.uint32)
             self.fg_label.ravel()[self.voxels] = comp
-        self.bg_label, self.bounded = _background_cavities(mask)
-        self.b2 = int(np.count_nonzero(self.bounded))
-        self.b1 = self.b0 + self.b2 - int(chi) if self.b0 else 0
+        #: background components, which are cavities, b2 and b1 (None without ``cavities``)
+        self.bg_label: np.ndarray | None = None
+        self.bounded: np.ndarray | None = None
+        self.b2: int | None = None
+        self.b1: int | None = None
+        if cavities:
+            self.bg_label, self.bounded = _background_cavities(mask)
+            self.b2 = int(np.count_nonzero(self.bounded))
+            self.b1 = self.b0 + self.b2 - int(chi) if self.b0 else 0
 
 
 def _matched_dim0(pred: np.ndarray, label: np.ndarray, union: _Mask) -> int:
@@ -118,6 +124,8 @@ def _matched_dim2(pred: _Mask, label: _Mask, union_mask: _Mask) -> int:
     """
     union = union_mask.mask
     lab_c, bnd_c = union_mask.bg_label, union_mask.bounded
+    if lab_c is None or bnd_c is None:
+        raise ValueError("dimension 2 needs the union's cavities (cavities=True)")
     idx = np.flatnonzero(bnd_c[lab_c].ravel())
     if idx.size == 0:
         return 0
@@ -208,11 +216,11 @@ def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int
     need = (p.b0 > 1 and g.b0 > 1, p.b1 > 0 and g.b1 > 0, p.b2 > 0 and g.b2 > 0)
     if not any(need):
         return counts
-    u = _Mask(pred | label, keep_labels=True)
+    u = _Mask(pred | label, keep_labels=need[0], cavities=need[2])
     if need[0]:
         counts[0]["m"] = _matched_dim0(pred, label, u)
     if need[2]:
         counts[2]["m"] = _matched_dim2(p, g, u)
-    if need[1] and u.b1:  # no union tunnel: nothing can be matched
+    if need[1] and u.b1 != 0:  # no union tunnel (when known): nothing can be matched
         counts[1]["m"] = _matched_dim1(p, g, u.mask)
     return counts
