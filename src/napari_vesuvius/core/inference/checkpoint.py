@@ -18,15 +18,14 @@ entry (``network_class_name``, ``arch_kwargs``, ``_kw_requires_import``), ``in_c
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.core.atomic import atomic_file
 from napari_vesuvius.core.errors import CheckpointError
 
 from .model_api import InferenceModel, Normalization
@@ -154,16 +153,8 @@ def _write_payload(path: Path, payload: dict[str, Any]) -> Path:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import atomic_write_text
 from ..errors import VesuviusError
 
 ThresholdMode = Literal["absolute", "percentile", "hysteresis"]
@@ -136,14 +135,7 @@ class PostprocessConfig:
         path = Path(path)
         if not path.parent.is_dir():
             raise ConfigError(path, "parent folder does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_text(path, self.to_json() + "\n")
         return path
 
     # ------------------------------------------------------------------ helpers for callers

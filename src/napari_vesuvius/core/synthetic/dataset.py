@@ -16,7 +16,6 @@ is reproducible and volume ``i`` does not depend on how many others are written.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..progress import Job, Progress, run_job
 from .fragment import make_fragment
 
@@ -67,15 +67,6 @@ class ChallengeLayout:
         return self.root / "test.csv"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
 
 def write_volume_tif(path: Path, volume: np.ndarray) -> None:
     """Write a 3D uint8 volume as an LZW TIFF, one page per z-slice, atomically."""
@@ -83,7 +74,7 @@ def write_volume_tif(path: Path, volume: np.ndarray) -> None:
 
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, volume, compression="lzw", photometric="minisblack", metadata=None)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _write_csv(path: Path, ids: Sequence[int], scroll_ids: dict[int, int]) -> None:
@@ -91,7 +82,7 @@ def _write_csv(path: Path, ids: Sequence[int], scroll_ids: dict[int, int]) -> No
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["id", "scroll_id"])
     writer.writerows([volume_id, scroll_ids[volume_id]] for volume_id in ids)
-    _atomic_write_bytes(path, text.getvalue().encode())
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def iter_write_challenge_dataset(

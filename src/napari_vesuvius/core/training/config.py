@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import VesuviusError
 
 #: Defaults that depend on the optimiser (nnU-Net: SGD lr 1e-2, momentum 0.99, Nesterov, wd 3e-5).
@@ -193,10 +194,7 @@ class TrainConfig:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write ``config.json`` atomically (indented, keys in field order)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def load_config(path: str | Path) -> TrainConfig:

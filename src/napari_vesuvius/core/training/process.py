@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from . import rundir
 from .config import TrainConfig
 
@@ -60,7 +61,7 @@ class TrainingProcess:
         config_file = None
         if config is not None:
             config_file = run_dir / REQUESTED_CONFIG
-            rundir.atomic_write_text(config_file, json.dumps(config.to_dict(), indent=2) + "\n")
+            atomic_write_text(config_file, json.dumps(config.to_dict(), indent=2) + "\n")
         command = train_command(run_dir, config_file, resume=resume, force=force)
         log = open(run_dir / rundir.TRAIN_LOG, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:

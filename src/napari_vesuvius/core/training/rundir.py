@@ -20,12 +20,12 @@ import json
 import math
 import os
 import pickle
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_file, atomic_write_text
 from ..errors import CheckpointError
 
 CONFIG_JSON = "config.json"
@@ -88,18 +88,6 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` the state dict atomically (plain data and tensors only: loads weights-only)."""
@@ -107,16 +95,8 @@ def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
 
     path = Path(path)
     payload = {"format": STATE_FORMAT, "format_version": STATE_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 REQUIRED_STATE_KEYS = ("config", "epoch", "iteration", "model", "optimizer")
