@@ -35,7 +35,10 @@ class TaskRunner(Container):
         self.status = Label(value="idle")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         super().__init__(
-            widgets=[self.progress_bar, self.status, self.cancel_button], labels=False, name=name
+            widgets=[self.progress_bar, self.status, self.cancel_button],
+            labels=False,
+            name=name,
+            label="progress",
         )
         self.cancel_button.changed.connect(self.cancel)
         self._worker: Any = None
