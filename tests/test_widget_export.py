@@ -51,9 +51,8 @@ def test_run_uses_the_tune_config_and_fills_the_summary_table(widgets, qtbot):
 
     layout, tune, widget, folder = widgets
     assert widget.config_source.value == "Tune widget"  # a docked Tune widget is found
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=180000):
-        pass
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=180000)
     ids = sorted(str(vid) for vid in layout.test_ids)  # test.csv order: numeric
     table = widget.summary.to_dict("list")
     assert table["id"] == ids and table["shape"] == ["32x36x36"] * 2
@@ -68,12 +67,10 @@ def test_run_uses_the_tune_config_and_fills_the_summary_table(widgets, qtbot):
 def test_cancel_leaves_no_zip(widgets, qtbot):
     _, _, widget, folder = widgets
     widget.step.value, widget.batch_size.value = 0.25, 1  # many small batches: still running at cancel
-    worker = widget.run()
-    with qtbot.waitSignal(worker.yielded, timeout=120000):
-        pass
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.task.reports > 0, timeout=120000)
     widget.task.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=120000)
     assert widget.message.value.startswith("cancelled;")
     assert widget.summary.to_dict("list")["id"] == []
     assert list(folder.iterdir()) == []  # no zip, no temporary file
@@ -91,9 +88,8 @@ def test_validation_problem_is_shown_in_plain_words(widgets, qtbot, tmp_path_fac
 
     # TaskRunner reports a job's error once (its errored handler), without re-raising it on the GUI thread
     with qtbot.capture_exceptions() as raised:
-        worker = widget.run()
-        with qtbot.waitSignal(worker.finished, timeout=120000):
-            pass
+        assert widget.run() is not None
+        qtbot.waitUntil(lambda: not widget.task.running, timeout=120000)
     assert raised == []
     assert isinstance(widget.task.last_error, SubmissionError)
     assert widget.message.value.startswith("Submission not written — id ")

@@ -44,10 +44,9 @@ def test_run_fills_probability_layer_like_the_core_engine(inference, tiny_checkp
     from napari_vesuvius.core.inference.loading import load_model
 
     viewer, widget = inference
-    worker = widget.run()
+    assert widget.run() is not None
     assert "ct probability" in viewer.layers  # the layer appears at once
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
     layer = viewer.layers["ct probability"]
     expected = predict(viewer.layers["ct"].data, load_model(tiny_checkpoint), device="cpu", precision="fp32")
     np.testing.assert_allclose(
@@ -62,12 +61,10 @@ def test_cancel_marks_the_layer_partial(inference, qtbot):
     viewer, widget = inference
     widget.batch_size.value = 1
     widget.step.value = 0.25  # many tiles, so the run is still going when we cancel
-    worker = widget.run()
-    with qtbot.waitSignal(worker.yielded, timeout=60000):
-        pass
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.task.reports > 0, timeout=60000)
     widget.task.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
     assert "ct probability (partial)" in viewer.layers
     assert viewer.layers["ct probability (partial)"].metadata["prediction"]["complete"] is False
     assert "cancelled" in widget.log.value

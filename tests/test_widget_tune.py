@@ -67,9 +67,8 @@ def test_live_preview_follows_slice_and_sliders(tune, fragment, qtbot):
 def test_apply_runs_full_pipeline_into_mask_layer(tune, fragment, qtbot):
     viewer, widget = tune
     widget.dust_size.value = 20
-    worker = widget.apply()
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+    assert widget.apply() is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=30000)
     mask = viewer.layers["prob mask"].data
     expected = run_pipeline(viewer.layers["prob"].data, widget.config(), scan_mask=fragment.image > 0)
     np.testing.assert_array_equal(mask.astype(bool), expected)
@@ -99,13 +98,12 @@ def test_components_view_lists_and_deletes_a_component(make_napari_viewer, qtbot
     viewer.window.add_dock_widget(widget, name="Tune")
     panel = widget.components
     panel.mask.value = viewer.layers["m"]
-    worker = panel.show_components()
-    with qtbot.waitSignal(worker.finished, timeout=20000):
-        pass
+    assert panel.show_components() is not None
+    qtbot.waitUntil(lambda: not panel.task.running, timeout=20000)
     assert panel.table.data.to_list() == [[1, 200], [2, 9]]
     assert "m components" in viewer.layers
     panel.selected.value = 1
-    worker = panel.edit(keep=False)
+    assert panel.edit(keep=False) is not None
     qtbot.waitUntil(lambda: not panel.task.running, timeout=20000)
     assert viewer.layers["m"].data.sum() == 9
     assert panel.table.data.to_list() == [[1, 9]]

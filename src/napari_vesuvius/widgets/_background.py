@@ -41,6 +41,11 @@ class TaskRunner(Container):
             label="progress",
         )
         self.cancel_button.changed.connect(self.cancel)
+        # a dock widget closed while its job runs: stop the job, never call back into deleted widgets
+        self._alive = True
+        self.native.destroyed.connect(self._on_destroyed)
+        #: progress reports received from the current job
+        self.reports = 0
         self._worker: Any = None
         self._started = 0.0
         self._cancel_requested = False
@@ -77,6 +82,7 @@ class TaskRunner(Container):
         self._started = time.perf_counter()
         self._cancel_requested = False
         self.last_error = None
+        self.reports = 0
         self.progress_bar.value = 0
         self.status.value = f"{description}: starting"
         self.cancel_button.enabled = True
@@ -84,6 +90,9 @@ class TaskRunner(Container):
         worker = create_worker(run_job, _start_thread=False, _ignore_errors=True)
 
         def yielded(report: Progress) -> None:
+            self.reports += 1
+            if not self._alive:
+                return
             if isinstance(report, Progress):
                 self.progress_bar.value = int(1000 * report.fraction)
                 elapsed = time.perf_counter() - self._started
@@ -93,6 +102,8 @@ class TaskRunner(Container):
                 on_progress(report)
 
         def returned(result: Any) -> None:
+            if not self._alive:
+                return
             self.progress_bar.value = 1000
             self.status.value = f"{description}: done in {time.perf_counter() - self._started:.1f}s"
             if on_result is not None:
@@ -102,6 +113,8 @@ class TaskRunner(Container):
             from napari.utils.notifications import show_error
 
             self.last_error = error
+            if not self._alive:
+                return
             self.status.value = f"{description}: failed — {error}"
             show_error(f"{description} failed: {error}")
             if on_error is not None:
@@ -112,12 +125,16 @@ class TaskRunner(Container):
             # ``finally`` blocks (partial-output marking, temp-file removal) run at once, not at GC
             for job in started_jobs:
                 job.close()
+            if not self._alive:
+                return
             self.status.value = f"{description}: cancelled after {time.perf_counter() - self._started:.1f}s"
             if on_cancelled is not None:
                 on_cancelled()
 
         def finished() -> None:
             self._worker = None
+            if not self._alive:
+                return
             self.cancel_button.enabled = False
             if on_finished is not None:
                 on_finished()
@@ -135,5 +152,10 @@ class TaskRunner(Container):
         """Ask the running job to stop at its next progress report."""
         if self._worker is not None and not self._cancel_requested:
             self._cancel_requested = True
-            self.status.value = "cancelling…"
+            if self._alive:
+                self.status.value = "cancelling…"
             self._worker.quit()
+
+    def _on_destroyed(self, *_: Any) -> None:
+        self._alive = False
+        self.cancel()

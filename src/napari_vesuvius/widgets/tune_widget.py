@@ -100,6 +100,7 @@ class TuneWidget(Container):
                 Container(widgets=[self.save_button, self.load_button], layout="horizontal", labels=False),
                 self.message,
                 self.task,
+                self.refine_task,
                 self.components,
             ]
         )
@@ -123,6 +124,7 @@ class TuneWidget(Container):
         self.apply_button.changed.connect(self.apply)
         self.save_button.changed.connect(self.save_config)
         self.load_button.changed.connect(self.load_config)
+        self.refine_task.visible = False
         self._show_relevant_sliders()
         self.reset_choices()
 
