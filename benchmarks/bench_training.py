@@ -136,13 +136,14 @@ def main() -> int:
         return prediction.probability, fragment
 
     # Post-processing chosen on a separate validation fragment (never on the test seeds): a small grid of
-    # hysteresis T_low and closing radii, the parameters the winners tuned per model.
+    # hysteresis T_low, closing radii and dust size, the parameters the winners tuned per model.
     tune_prob, tune_fragment = probability_of(900)
     tune_scan = scan_mask_from_ct(tune_fragment.image)
     grid = [
-        PostprocessConfig(t_low=t_low, closing_z=closing_z, closing_xy=closing_xy)
+        PostprocessConfig(t_low=t_low, closing_z=closing_z, closing_xy=closing_xy, dust_size=dust)
         for t_low in (0.3, 0.5)
         for closing_z, closing_xy in ((0, 0), (1, 0), (2, 1))
+        for dust in (100, 1000)
     ]
     tuned = max(
         grid,
@@ -199,8 +200,8 @@ def main() -> int:
             f"Leaderboard score of the best checkpoint on {len(test_seeds)} unseen fragments "
             f"(seeds {test_seeds[0]}–{test_seeds[-1]}), sliding window (step 0.5, Gaussian), with the "
             "default post-processing (hysteresis 0.30/0.85, closing z2/xy1, dust < 100) and with the "
-            f"post-processing chosen on a separate validation fragment (seed 900): "
-            f"T_low {tuned.t_low}, closing z{tuned.closing_z}/xy{tuned.closing_xy}:",
+            f"post-processing chosen on a separate validation fragment (seed 900): T_low {tuned.t_low}, "
+            f"closing z{tuned.closing_z}/xy{tuned.closing_xy}, dust < {tuned.dust_size}:",
             "",
             table,
         ]
