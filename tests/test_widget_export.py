@@ -40,7 +40,7 @@ def widgets(make_napari_viewer, setup, tmp_path):
     widget = ExportWidget(viewer, persist=False)
     viewer.window.add_dock_widget(widget, name="Export")
     widget.data.value = layout.root
-    widget.model.value = model
+    widget.models.model.value = model
     widget.output.value = tmp_path / "submission.zip"
     widget.device.value, widget.precision.value, widget.batch_size.value = "cpu", "fp32", 4
     return layout, tune, widget, tmp_path
@@ -105,12 +105,12 @@ def test_bad_inputs_are_reported_without_starting(make_napari_viewer, setup, tmp
     widget = ExportWidget(viewer, persist=False)  # no Tune widget docked
     assert widget.config_source.value == "built-in defaults"
     widget.config_source.value = "Tune widget"
-    widget.data.value, widget.model.value = layout.root, model
+    widget.data.value, widget.models.model.value = layout.root, model
     assert widget.run() is None and "no Tune widget is docked" in widget.message.value
     widget.config_source.value = "JSON file"
     widget.config_file.value = Path(tmp_path / "nope.json")
     assert widget.run() is None and "config file not found" in widget.message.value
-    widget.model.value = tmp_path / "missing.pt"
+    widget.models.model.value = tmp_path / "missing.pt"
     assert widget.run() is None and "model not found" in widget.message.value
     widget.add_member()
-    assert widget.members == []
+    assert widget.models.members == []

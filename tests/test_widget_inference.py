@@ -33,7 +33,7 @@ def inference(make_napari_viewer, tiny_checkpoint):
     widget = InferenceWidget(viewer, persist=False)
     viewer.window.add_dock_widget(widget, name="Inference")
     widget.image.value = viewer.layers["ct"]
-    widget.model.value = tiny_checkpoint
+    widget.models.model.value = tiny_checkpoint
     widget.device.value = "cpu"
     widget.precision.value = "fp32"
     return viewer, widget
@@ -72,12 +72,12 @@ def test_cancel_marks_the_layer_partial(inference, qtbot):
 
 def test_ensemble_list_and_bad_folds(inference, tiny_checkpoint):
     _, widget = inference
-    widget.weight.value = 2.0
+    widget.models.weight.value = 2.0
     widget.add_member()
     widget.add_member()
-    assert len(widget.members) == 2 and "2 × tiny.pt" in widget.ensemble.value
-    widget.clear_members()
-    assert widget.members == []
-    widget.folds.value = "0,x"
+    assert len(widget.models.members) == 2 and "2 × tiny.pt" in widget.models.ensemble.value
+    widget.models.clear_members()
+    assert widget.models.members == []
+    widget.models.folds.value = "0,x"
     widget.add_member()
     assert "folds must be comma-separated integers" in widget.message.value

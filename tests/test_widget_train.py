@@ -83,7 +83,7 @@ def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
     assert widget.resume_button.enabled and widget.start_button.enabled and not widget.cancel_button.enabled
 
     assert widget.use_model() is inference
-    assert Path(inference.model.value) == run_dir / rundir.CHECKPOINT_BEST
+    assert Path(inference.models.model.value) == run_dir / rundir.CHECKPOINT_BEST
 
     widget.start()  # the folder holds a run: Start refuses, Resume is the way on
     assert widget.process is None and "Resume" in widget.status.value

@@ -19,21 +19,19 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
-    LineEdit,
     PushButton,
     SpinBox,
     Table,
-    TextEdit,
 )
 
 from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
     import napari
 
     from napari_vesuvius.core.postprocess import PostprocessConfig
-    from napari_vesuvius.core.submit import ModelSpec
 
 CONFIG_SOURCES = ("Tune widget", "JSON file", "built-in defaults")
 SUMMARY_COLUMNS = ["id", "shape", "positive", "seconds"]
@@ -56,16 +54,6 @@ def _path_of(widget: FileEdit) -> Path | None:
     return None if text in ("", ".") else Path(text)
 
 
-def _parse_folds(text: str) -> tuple[int, ...] | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        raise ValueError(f"folds must be comma-separated integers, got {text!r}") from None
-
-
 class ExportWidget(Container):
     """Dataset, model(s), post-processing and output; Run / Cancel; a summary table of the submission."""
 
@@ -75,17 +63,7 @@ class ExportWidget(Container):
             label="test data", mode="d", tooltip="challenge dataset folder (test.csv + test_images/) "
             "or a folder of test images",
         )  # fmt: skip
-        self.model = FileEdit(label="model", mode="r", tooltip="built-in checkpoint (.pt) or nnU-Net folder")
-        self.model_folder = PushButton(text="Choose nnU-Net folder…")
-        self.folds = LineEdit(label="folds", value="", tooltip="nnU-Net folds, e.g. 0,1,2 (empty = all)")
-        self.checkpoint = ComboBox(
-            label="nnU-Net checkpoint", choices=["checkpoint_final.pth", "checkpoint_best.pth"]
-        )
-        self.weight = FloatSpinBox(label="weight", min=0.01, max=100.0, step=0.1, value=1.0)
-        self.add_model_button = PushButton(text="Add to ensemble")
-        self.clear_models_button = PushButton(text="Clear ensemble")
-        self.ensemble = TextEdit(label="ensemble", value="")
-        self.ensemble.native.setReadOnly(True)
+        self.models = ModelPicker()
         tune_docked = find_tune_widget(napari_viewer) is not None
         self.config_source = ComboBox(
             label="post-processing",
@@ -104,30 +82,23 @@ class ExportWidget(Container):
         self.message.native.setWordWrap(True)
         self.task = TaskRunner(name="export_task")
         self.summary = Table(value={"data": [], "index": [], "columns": SUMMARY_COLUMNS}, label="summary")
-        buttons = Container(
-            widgets=[self.add_model_button, self.clear_models_button], layout="horizontal", labels=False
-        )
         super().__init__(
             widgets=[
-                self.data, self.model, self.model_folder, self.folds, self.checkpoint, self.weight, buttons,
-                self.ensemble, self.config_source, self.config_file, self.device, self.precision,
-                self.step, self.tta, self.batch_size, self.output, self.run_button, self.message,
-                self.task, self.summary,
+                self.data, self.models, self.config_source, self.config_file, self.device,
+                self.precision, self.step, self.tta, self.batch_size, self.output, self.run_button,
+                self.message, self.task, self.summary,
             ]
         )  # fmt: skip
-        self.members: list[ModelSpec] = []
         self.last_summary: Any = None
         self.last_error: BaseException | None = None
         self.settings = WidgetSettings("export", enabled=persist)
+        self.settings.bind(self.models, PERSISTED)
         self.settings.bind(
             self,
-            ["data", "model", "folds", "checkpoint", "config_file", "device", "precision", "step", "tta",
-             "batch_size", "output"],
-        )  # fmt: skip
+            ["data", "config_file", "device", "precision", "step", "tta", "batch_size", "output"],
+        )
         self.config_source.changed.connect(self._show_config_file)
-        self.model_folder.changed.connect(self._choose_folder)
-        self.add_model_button.changed.connect(self.add_member)
-        self.clear_models_button.changed.connect(self.clear_members)
+        self.models.add_button.changed.connect(self.add_member)
         self.run_button.changed.connect(self.run)
         self._show_config_file()
 
@@ -135,40 +106,12 @@ class ExportWidget(Container):
     def _show_config_file(self, *_: Any) -> None:
         self.config_file.visible = self.config_source.value == "JSON file"
 
-    def _choose_folder(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
-        if folder:
-            self.model.value = folder
-
-    def _current_spec(self, weight: float) -> ModelSpec:
-        from napari_vesuvius.core.submit import ModelSpec
-
-        path = _path_of(self.model)
-        if path is None or not path.exists():
-            raise ValueError(f"model not found: {path or '(none chosen)'}")
-        return ModelSpec(path, weight, _parse_folds(self.folds.value), self.checkpoint.value)
-
     def add_member(self) -> None:
         """Add the current model (folds, checkpoint, weight) to the ensemble."""
         try:
-            self.members.append(self._current_spec(float(self.weight.value)))
+            self.models.add_member()
         except ValueError as error:
             self.message.value = str(error)
-            return
-        self.ensemble.value = "\n".join(
-            f"{m.weight:g} × {m.path.name}" + (f" folds {list(m.folds)}" if m.folds else "")
-            for m in self.members
-        )
-
-    def clear_members(self) -> None:
-        self.members = []
-        self.ensemble.value = ""
-
-    def model_specs(self) -> list[ModelSpec]:
-        """The ensemble list, or the single chosen model when the list is empty."""
-        return list(self.members) if self.members else [self._current_spec(1.0)]
 
     def postprocess_config(self) -> PostprocessConfig:
         """The config to submit with: from the docked Tune widget, a JSON file or the defaults."""
@@ -202,7 +145,7 @@ class ExportWidget(Container):
                 raise ValueError("choose the test data folder")
             if out is None:
                 raise ValueError("choose the output .zip path")
-            specs = self.model_specs()
+            specs = self.models.specs()
             config = self.postprocess_config()
         except (ValueError, VesuviusError) as error:
             self.message.value = str(error)

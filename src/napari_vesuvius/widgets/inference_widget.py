@@ -9,7 +9,6 @@ re-running the network.
 from __future__ import annotations
 
 from collections.abc import Generator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +19,6 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
-    LineEdit,
     PushButton,
     SpinBox,
     TextEdit,
@@ -29,6 +27,7 @@ from magicgui.widgets import (
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
@@ -38,38 +37,13 @@ if TYPE_CHECKING:
 REFRESH_INTERVAL_S = 0.3
 
 
-def parse_folds(text: str) -> list[int] | None:
-    """``"0,1,2"`` → ``[0, 1, 2]``; empty → None (all folds found)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ValueError(f"folds must be comma-separated integers, got {text!r}") from None
-
-
 class InferenceWidget(Container):
     """Choose image, model(s), device and sliding-window settings; Run / Cancel; results into layers."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
         self.viewer = napari_viewer
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
-        self.model = FileEdit(
-            label="model", mode="r", tooltip="built-in checkpoint (.pt) or nnU-Net model folder"
-        )
-        self.model_folder = PushButton(text="Choose nnU-Net folder…")
-        self.folds = LineEdit(
-            label="folds", value="", tooltip="nnU-Net folds, e.g. 0,1,2 (empty = all found)"
-        )
-        self.checkpoint = ComboBox(
-            label="nnU-Net checkpoint", choices=["checkpoint_final.pth", "checkpoint_best.pth"]
-        )
-        self.weight = FloatSpinBox(label="weight", min=0.0, max=100.0, step=0.1, value=1.0)
-        self.add_model_button = PushButton(text="Add to ensemble")
-        self.clear_models_button = PushButton(text="Clear ensemble")
-        self.ensemble = TextEdit(label="ensemble", value="")
-        self.ensemble.native.setReadOnly(True)
+        self.models = ModelPicker()
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16", "fp16"], value="auto")
         self.step = FloatSpinBox(
@@ -89,29 +63,21 @@ class InferenceWidget(Container):
         self.log.native.setReadOnly(True)
         self.task = TaskRunner(name="inference_task")
         tta = Container(widgets=[self.tta_z, self.tta_y, self.tta_x], layout="horizontal", labels=False)
-        ensemble_buttons = Container(
-            widgets=[self.add_model_button, self.clear_models_button], layout="horizontal", labels=False
-        )
         super().__init__(
             widgets=[
-                self.image, self.model, self.model_folder, self.folds, self.checkpoint, self.weight,
-                ensemble_buttons, self.ensemble, self.device, self.precision, self.step, tta,
-                self.batch_size, self.output_dtype, self.output_zarr, self.run_button, self.message,
-                self.task, self.log,
+                self.image, self.models, self.device, self.precision, self.step, tta, self.batch_size,
+                self.output_dtype, self.output_zarr, self.run_button, self.message, self.task, self.log,
             ]
         )  # fmt: skip
-        self.members: list[tuple[str, list[int] | None, str, float]] = []
         self._last_refresh = 0.0
         self.last_result: Any = None
         self.settings = WidgetSettings("inference", enabled=persist)
+        self.settings.bind(self.models, PERSISTED)
         self.settings.bind(
             self,
-            ["model", "folds", "checkpoint", "device", "precision", "step", "tta_z", "tta_y", "tta_x",
-             "batch_size", "output_dtype"],
-        )  # fmt: skip
-        self.model_folder.changed.connect(self._choose_folder)
-        self.add_model_button.changed.connect(self.add_member)
-        self.clear_models_button.changed.connect(self.clear_members)
+            ["device", "precision", "step", "tta_z", "tta_y", "tta_x", "batch_size", "output_dtype"],
+        )
+        self.models.add_button.changed.connect(self.add_member)
         self.run_button.changed.connect(self.run)
         self.reset_choices()
 
@@ -124,42 +90,12 @@ class InferenceWidget(Container):
             return []
         return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
 
-    def _choose_folder(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        folder = QFileDialog.getExistingDirectory(self.native, "nnU-Net trained model folder")
-        if folder:
-            self.model.value = folder
-
     def add_member(self) -> None:
         """Add the current model (with folds, checkpoint and weight) to the ensemble list."""
-        path = str(self.model.value)
-        if not path or not Path(path).exists():
-            self.message.value = f"model not found: {path}"
-            return
         try:
-            folds = parse_folds(self.folds.value)
+            self.models.add_member()
         except ValueError as error:
             self.message.value = str(error)
-            return
-        self.members.append((path, folds, self.checkpoint.value, float(self.weight.value)))
-        self._show_members()
-
-    def clear_members(self) -> None:
-        self.members = []
-        self._show_members()
-
-    def _show_members(self) -> None:
-        lines = [
-            f"{weight:g} × {Path(path).name}" + (f" folds {folds}" if folds else "")
-            for path, folds, _, weight in self.members
-        ]
-        self.ensemble.value = "\n".join(lines)
-
-    def _member_specs(self) -> list[tuple[str, list[int] | None, str, float]]:
-        if self.members:
-            return list(self.members)
-        return [(str(self.model.value), parse_folds(self.folds.value), self.checkpoint.value, 1.0)]
 
     # -- running ---------------------------------------------------------------------------------
     def _tta_axes(self) -> tuple[int, ...]:
@@ -174,7 +110,7 @@ class InferenceWidget(Container):
             self.message.value = "choose an image layer first"
             return None
         try:
-            specs = self._member_specs()
+            specs = self.models.specs()
         except ValueError as error:
             self.message.value = str(error)
             return None
@@ -193,13 +129,12 @@ class InferenceWidget(Container):
 
         def job() -> Generator[Progress, None, Any]:
             from napari_vesuvius.core.inference.engine import predict_volume
-            from napari_vesuvius.core.inference.loading import load_model
-            from napari_vesuvius.core.inference.model_api import WeightedModel
+            from napari_vesuvius.core.submit import load_models
 
             members = []
-            for index, (path, folds, checkpoint, weight) in enumerate(specs):
-                yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {Path(path).name}")
-                members.append(WeightedModel(load_model(path, folds=folds, checkpoint=checkpoint), weight))
+            for index, spec in enumerate(specs):
+                yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {spec.path.name}")
+                members += load_models([spec])
             return (yield from predict_volume(volume, members, output=output, **settings))
 
         def progress(report: Progress) -> None:

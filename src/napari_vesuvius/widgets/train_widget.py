@@ -324,7 +324,7 @@ class TrainWidget(Container):
         widget = docked[0] if docked else InferenceWidget(self.viewer)
         if not docked:
             self.viewer.window.add_dock_widget(widget, name="Inference", tabify=True)
-        widget.model.value = checkpoint
+        widget.models.model.value = checkpoint
         self._say(f"Inference widget model set to {checkpoint}")
         return widget
 
