@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..boxes import bounding_box
+
 #: Surfel area vectors per neighbourhood code (absolute components × 8, one "zyx" digit triple per
 #: triangle, triangles separated by "."). These are the marching-cubes triangle normals of DeepMind's
 #: surface-distance lookup table (Apache-2.0); they are needed to reproduce its surfel areas exactly.
@@ -106,18 +108,6 @@ def tolerance_offsets(tolerance: float, spacing: tuple[float, float, float] = (1
     return result
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of the True voxels of a 3D mask, or None when it is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
-
-
 def _neighbour_codes(padded: np.ndarray) -> np.ndarray:
     """8-bit 2×2×2 neighbourhood code of every corner of a zero-padded uint8 {0,1} volume.
 
@@ -180,7 +170,7 @@ def surface_dice(
     if pred_any != label_any:
         return 0.0
 
-    box = _bounding_box(pred | label)
+    box = bounding_box(pred | label)
     assert box is not None
     offsets = tolerance_offsets(float(tolerance), spacing3)
     # Pad by one voxel (the corner grid is one larger than the voxel grid) plus the largest offset, so

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import cc3d
 import numpy as np
 
-from .morphology import bounding_box
+from ..boxes import bounding_box
 
 
 def _label(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:

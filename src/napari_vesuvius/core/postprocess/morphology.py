@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..boxes import bounding_box
+
 
 def ellipsoid_footprint(radius_z: int, radius_xy: int) -> np.ndarray:
     """Boolean ellipsoid ``(dz/rz)² + (dy/rxy)² + (dx/rxy)² <= 1``; a zero radius: no extent on that axis."""
@@ -107,18 +109,6 @@ def _morph_packed(packed: np.ndarray, widths: dict[tuple[int, int], int], dilate
             target, source = out[-shift:], runs[width][: n + shift]
         combine(target, source, out=target)
     return out.view(np.uint8).reshape(packed.shape)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of the True voxels as slices, or None when the mask is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def _apply(mask: np.ndarray, radius_z: int, radius_xy: int, closing: bool) -> np.ndarray:
