@@ -105,8 +105,13 @@ def _naive(path: str) -> dict:
     started = time.perf_counter()
     data = tifffile.imread(path)
     elapsed = time.perf_counter() - started
-    return {"layer_s": elapsed, "screen_s": elapsed, "rss_mb": _peak_rss_mb(), "base_mb": baseline,
-            "shape": list(data.shape)}
+    return {
+        "layer_s": elapsed,
+        "screen_s": elapsed,
+        "rss_mb": _peak_rss_mb(),
+        "base_mb": baseline,
+        "shape": list(data.shape),
+    }
 
 
 def _draw(viewer, layer) -> None:
@@ -118,7 +123,8 @@ def _draw(viewer, layer) -> None:
     center = np.asarray(viewer.scene.camera.center[-2:])
     half = np.asarray(CANVAS) / zoom / 2
     layer._update_draw(
-        scale_factor=1 / zoom, corner_pixels_displayed=np.stack([center - half, center + half]),
+        scale_factor=1 / zoom,
+        corner_pixels_displayed=np.stack([center - half, center + half]),
         shape_threshold=CANVAS,
     )
 
@@ -169,8 +175,13 @@ def child(mode: str, path: str) -> None:
         layer_s = time.perf_counter() - started
         _draw(viewer, layer)
         screen_s = time.perf_counter() - started
-        return {"layer_s": layer_s, "screen_s": screen_s, "cpu_s": time.process_time() - cpu,
-                "chunks_read": reads["chunks"], "mb_read": reads["bytes"] / 2**20}, layer
+        return {
+            "layer_s": layer_s,
+            "screen_s": screen_s,
+            "cpu_s": time.process_time() - cpu,
+            "chunks_read": reads["chunks"],
+            "mb_read": reads["bytes"] / 2**20,
+        }, layer
 
     first, layer = open_and_draw()
     rss = _peak_rss_mb()
@@ -179,13 +190,24 @@ def child(mode: str, path: str) -> None:
     again, layer = open_and_draw()  # browsing the next volume: imports warm, napari's cache as left
     data = layer.data[0] if layer.multiscale else layer.data
     level = layer.data_level if layer.multiscale else 0
-    print(json.dumps({
-        **first, "again_s": again["screen_s"], "rss_mb": rss, "base_mb": baseline, "warmup_s": warmup_s,
-        "shape": list(data.shape), "z": int(viewer.dims.current_step[0]), "level": int(level),
-        "levels": len(layer.data) if layer.multiscale else 1, "shown": list(shown.shape),
-        "shown_mean": float(shown.mean()),
-        "chunks": [int(c[0]) for c in (layer.data[level] if layer.multiscale else data).chunks],
-    }))
+    print(
+        json.dumps(
+            {
+                **first,
+                "again_s": again["screen_s"],
+                "rss_mb": rss,
+                "base_mb": baseline,
+                "warmup_s": warmup_s,
+                "shape": list(data.shape),
+                "z": int(viewer.dims.current_step[0]),
+                "level": int(level),
+                "levels": len(layer.data) if layer.multiscale else 1,
+                "shown": list(shown.shape),
+                "shown_mean": float(shown.mean()),
+                "chunks": [int(c[0]) for c in (layer.data[level] if layer.multiscale else data).chunks],
+            }
+        )
+    )
 
 
 def measure(mode: str, path: Path) -> dict:

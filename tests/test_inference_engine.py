@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -131,16 +133,32 @@ def test_zarr_output_fills_progressively_and_is_marked_complete(tmp_path) -> Non
     assert np.abs(out[:].astype(np.float32) - reference).max() < 1e-3
 
 
+class TileCount:
+    """A thread-safe tile counter shared by every copy of the network (the CPU engine runs a copy)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> TileCount:
+        return self
+
+
 class CountingNetwork(torch.nn.Module):
     """Counts tiles seen by the network."""
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.tiles = 0
+        self.count = TileCount()
+
+    @property
+    def tiles(self) -> int:
+        return self.count.value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.tiles += x.shape[0]
+        with self.count.lock:
+            self.count.value += x.shape[0]
         return self.inner(x)
 
 

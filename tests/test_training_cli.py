@@ -42,8 +42,14 @@ def test_a_new_run_needs_epochs_and_iterations(
 def test_sigterm_saves_and_resume_finishes_with_the_exact_epoch_count(dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = TrainConfig(
-        epochs=2, iterations_per_epoch=10, patch_size=(16, 16, 16), batch_size=1, data=(str(dataset),),
-        model_preset="tiny", val_patches=2, torch_threads=1,
+        epochs=2,
+        iterations_per_epoch=10,
+        patch_size=(16, 16, 16),
+        batch_size=1,
+        data=(str(dataset),),
+        model_preset="tiny",
+        val_patches=2,
+        torch_threads=1,
     )
     process = TrainingProcess.start(config, run_dir)
     watcher = RunWatcher(run_dir)

@@ -37,8 +37,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(dataset: Path, **changes: object) -> TrainConfig:
     base = TrainConfig(
-        epochs=2, iterations_per_epoch=2, patch_size=(16, 16, 16), batch_size=1, data=(str(dataset),),
-        model_preset="tiny", val_patches=2, torch_threads=1,
+        epochs=2,
+        iterations_per_epoch=2,
+        patch_size=(16, 16, 16),
+        batch_size=1,
+        data=(str(dataset),),
+        model_preset="tiny",
+        val_patches=2,
+        torch_threads=1,
     )
     return replace(base, **changes)
 
@@ -57,7 +63,10 @@ def test_run_has_exact_counts_and_a_best_checkpoint_the_engine_loads(dataset: Pa
     assert (result.epochs_done, result.iterations_done) == (2, 4)
     records = read_metrics(run_dir)
     assert [r["event"] for r in records if r["event"] != "progress"] == [
-        "started", "epoch_end", "epoch_end", "finished",
+        "started",
+        "epoch_end",
+        "epoch_end",
+        "finished",
     ]
     ends = _epoch_ends(run_dir)
     assert [(r["epoch"], r["iteration"], r["epochs"]) for r in ends] == [(1, 2, 2), (2, 4, 2)]

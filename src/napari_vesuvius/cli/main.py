@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "init_model",
     "postprocess",
     "train",
+    "finetune",
     "sweep",
     "submit",
 )

@@ -3,6 +3,11 @@
 ``--input`` is a volume (``.tif``/``.zarr``) → ``--output`` file (format by extension), or a folder
 (challenge dataset folder → its ``test_images/`` by default, or any folder of TIFFs such as
 ``test_images/``) → ``--output`` folder with one ``<id>.tif`` (or ``.zarr``) per volume.
+
+Full scrolls (``--distributed``, implied by ``--workers``, ``--scheduler``, ``--block-size`` or a URL):
+a zarr / OME-Zarr input of any size (path or fsspec URL) is predicted block by block on a dask cluster
+into a uint8 ``.zarr`` (``.ome.zarr`` or ``--ome-zarr``: with a pyramid). Re-running the same command
+resumes an interrupted run; different settings are refused (``--overwrite`` starts again).
 """
 
 from __future__ import annotations
@@ -42,31 +47,90 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", action="append", required=True, metavar="PATH",
-                        help="built-in checkpoint (.pt) or nnU-Net trained model folder; repeat to ensemble")
-    parser.add_argument("--weights", type=float, nargs="+", metavar="W",
-                        help="ensemble weight per --model (default: equal)")
-    parser.add_argument("--input", required=True, type=Path,
-                        help="volume (.tif/.zarr) or folder")
-    parser.add_argument("--output", required=True, type=Path,
-                        help="output .tif/.zarr (folder mode: a folder)")
-    parser.add_argument("--split", choices=("test", "train", "all"), default="test",
-                        help="which images of a challenge dataset folder (default: test)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="built-in checkpoint (.pt) or nnU-Net trained model folder; repeat to ensemble",
+    )
+    parser.add_argument(
+        "--weights", type=float, nargs="+", metavar="W", help="ensemble weight per --model (default: equal)"
+    )
+    parser.add_argument(
+        "--input", required=True, help="volume (.tif/.zarr), folder, or (block-wise) a zarr URL"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="output .tif/.zarr (folder mode: a folder; block-wise: .zarr/.ome.zarr or URL)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="which images of a challenge dataset folder (default: test)",
+    )
     parser.add_argument("--format", choices=("tif", "zarr"), default="tif", help="file type in folder mode")
     parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (0.5)")
     parser.add_argument("--no-gaussian", action="store_true", help="blend tiles with equal weights")
-    parser.add_argument("--tta", type=parse_tta, default=(), metavar="AXES",
-                        help="mirroring TTA axes: 'all', 'none' (default) or e.g. '0,1,2'")
+    parser.add_argument(
+        "--tta",
+        type=parse_tta,
+        default=(),
+        metavar="AXES",
+        help="mirroring TTA axes: 'all', 'none' (default) or e.g. '0,1,2'",
+    )
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
-    parser.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16",
-                        help="output values: float16/float32 probability or uint8 0-255")
+    parser.add_argument(
+        "--dtype",
+        choices=("float16", "float32", "uint8"),
+        default=None,
+        help="output values: float16 (default)/float32 probability or uint8 0-255 "
+        "(block-wise runs: uint8 only)",
+    )
     parser.add_argument("--no-skip-air", action="store_true", help="run the network on all-zero tiles too")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scroll = parser.add_argument_group("full scrolls (block-wise on a dask cluster, resumable)")
+    scroll.add_argument(
+        "--distributed",
+        action="store_true",
+        help="predict a zarr/OME-Zarr input block by block on a dask cluster",
+    )
+    scroll.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="workers of the local cluster (default: one per GPU, else cores/4)",
+    )
+    scroll.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use this dask scheduler (e.g. tcp://host:8786) instead of a local cluster",
+    )
+    scroll.add_argument(
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="block edge in voxels, a multiple of --chunk-size (default: 8 patches, 256-512)",
+    )
+    scroll.add_argument(
+        "--chunk-size",
+        type=int,
+        default=128,
+        metavar="N",
+        help="output chunk edge (default 128: 2 MB uint8 chunks)",
+    )
+    scroll.add_argument(
+        "--ome-zarr",
+        action="store_true",
+        help="write an OME-Zarr pyramid (implied by an output ending in .ome.zarr)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -79,7 +143,7 @@ def _open(path: Path) -> Any:
 
 def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     """(id, input, output) for every volume to predict."""
-    source, target = args.input, args.output
+    source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise VolumeError(source, "input not found")
     from napari_vesuvius.core.volume_io import is_zarr_path
@@ -114,11 +178,9 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
 
     volume = _open(source)
-    kwargs = dict(
-        step=args.step, gaussian=not args.no_gaussian, tta_axes=args.tta, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, skip_air=not args.no_skip_air,
-    )  # fmt: skip
+    kwargs = _engine_settings(args)
     progress = None if args.quiet else ConsoleProgress(label)
+    dtype_name = args.dtype or "float16"
     try:
         if target.suffix.lower() == ".zarr":
             import zarr
@@ -128,7 +190,7 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
             tmp = target.with_name(f".{target.name}.partial")
             if tmp.exists():
                 shutil.rmtree(tmp)
-            dtype = np.dtype(args.dtype)
+            dtype = np.dtype(dtype_name)
             out = zarr.create_array(
                 store=str(tmp),
                 shape=volume.shape,
@@ -147,11 +209,60 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
         else:
             from napari_vesuvius.core.volume_io import write_volume
 
-            result = run_job(predict_volume(volume.data, models, output_dtype=args.dtype, **kwargs), progress)
+            result = run_job(predict_volume(volume.data, models, output_dtype=dtype_name, **kwargs), progress)
             write_volume(target, result.probability)
     finally:
         volume.close()
     return result
+
+
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        step=args.step, gaussian=not args.no_gaussian, tta_axes=args.tta, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, skip_air=not args.no_skip_air,
+    )  # fmt: skip
+
+
+def _block_wise(args: argparse.Namespace) -> bool:
+    """The full-scroll path: asked for, implied by a cluster option, or needed for a URL."""
+    from napari_vesuvius.core.scroll import is_url
+
+    implied = args.workers is not None or args.scheduler or args.block_size is not None
+    return bool(args.distributed or implied or is_url(args.input) or is_url(args.output))
+
+
+def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
+    """Block-wise prediction of one zarr volume on a dask cluster (see the module docstring)."""
+    from napari_vesuvius.core.progress import ConsoleProgress, run_job
+    from napari_vesuvius.core.scroll import is_url, predict_scroll
+    from napari_vesuvius.core.submit import ModelSpec
+
+    if args.dtype not in (None, "uint8"):
+        raise VolumeError(args.output, f"block-wise outputs are uint8 0-255 (got --dtype {args.dtype})")
+    if not is_url(args.output) and not args.output.rstrip("/").lower().endswith(".zarr"):
+        raise VolumeError(args.output, "block-wise output must be a .zarr / .ome.zarr folder or a zarr URL")
+    weights = args.weights or [1.0] * len(args.model)
+    specs = [
+        ModelSpec(Path(path), weight, None if folds is None else tuple(folds), args.checkpoint)
+        for path, weight in zip(args.model, weights, strict=True)
+    ]
+    ome = args.ome_zarr or args.output.rstrip("/").lower().endswith(".ome.zarr")
+    job = predict_scroll(
+        args.input, args.output, specs, scheduler=args.scheduler, workers=args.workers,
+        block_size=args.block_size, chunk_size=args.chunk_size, ome=ome, overwrite=args.overwrite,
+        **_engine_settings(args),
+    )  # fmt: skip
+    result = run_job(job, None if args.quiet else ConsoleProgress("blocks"))
+    state = "complete" if result.complete else "INCOMPLETE (run the same command again to resume)"
+    print(
+        f"{result.output}: {state}; {result.blocks_total} blocks, {result.blocks_before} done before, "
+        f"{result.blocks_computed} computed, {result.blocks_air} air in {result.elapsed_s:.1f}s "
+        f"on {result.workers} worker(s): {result.voxels_per_s / 1e6:.2f} Mvox/s "
+        f"({result.compute_voxels_per_s / 1e6:.2f} Mvox/s non-air), tiles run {result.tiles_run} "
+        f"(recompute ×{result.recompute:.2f}), worker RSS ≤ {result.max_worker_rss_mb:.0f} MiB",
+        file=sys.stderr if args.quiet else sys.stdout,
+    )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,8 +272,10 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None and len(args.weights) != len(args.model):
         problem = f"--weights needs one value per --model ({len(args.model)}), got {len(args.weights)}"
         raise VolumeError(None, problem)
-    jobs = _jobs(args)
     folds = None if args.folds is None else [int(f) if f.isdigit() else f for f in args.folds]
+    if _block_wise(args):
+        return _predict_scroll(args, folds)
+    jobs = _jobs(args)
     loaded = [load_model(path, folds=folds, checkpoint=args.checkpoint) for path in args.model]
     weights = args.weights or [1.0] * len(loaded)
     models = [WeightedModel(m, w) for m, w in zip(loaded, weights, strict=True)]

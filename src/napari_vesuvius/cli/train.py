@@ -22,31 +22,62 @@ EXIT_CANCELLED = 130
 
 #: CLI option → TrainConfig field, for options whose value maps one to one.
 _FIELDS = {
-    "epochs": "epochs", "iterations_per_epoch": "iterations_per_epoch", "patch_size": "patch_size",
-    "batch_size": "batch_size", "device": "device", "model_preset": "model_preset", "lr": "lr",
-    "optimizer": "optimizer", "weight_decay": "weight_decay", "val_fraction": "val_fraction",
-    "score_every": "score_every", "score_max_volumes": "score_max_volumes", "patience": "patience",
-    "init": "init", "fold": "fold", "seed": "seed", "amp": "amp",
+    "epochs": "epochs",
+    "iterations_per_epoch": "iterations_per_epoch",
+    "patch_size": "patch_size",
+    "batch_size": "batch_size",
+    "device": "device",
+    "model_preset": "model_preset",
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "weight_decay": "weight_decay",
+    "val_fraction": "val_fraction",
+    "score_every": "score_every",
+    "score_max_volumes": "score_max_volumes",
+    "patience": "patience",
+    "init": "init",
+    "fold": "fold",
+    "seed": "seed",
+    "amp": "amp",
     "foreground_fraction": "foreground_fraction",
-    "val_patches": "val_patches", "loader_threads": "loader_threads", "threads": "torch_threads",
+    "val_patches": "val_patches",
+    "loader_threads": "loader_threads",
+    "threads": "torch_threads",
+    "max_minutes": "max_minutes",
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train or fine-tune a model in a run folder (resumable)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train",
+        help="train or fine-tune a model in a run folder (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run-dir", required=True, help="run folder (config.json, checkpoints, metrics.jsonl)")
-    p.add_argument("--data", action="append", default=None, metavar="DIR",
-                   help="challenge folder, run folder (data/) or images/+labels/ folder; repeatable")
-    p.add_argument("--pair", nargs=2, action="append", default=None, metavar=("IMAGE", "LABEL"),
-                   help="an explicit image/label pair; repeatable")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="challenge folder, run folder (data/) or images/+labels/ folder; repeatable",
+    )
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=None,
+        metavar=("IMAGE", "LABEL"),
+        help="an explicit image/label pair; repeatable",
+    )
     p.add_argument("--config", help="read settings from a JSON file (options given here override it)")
     p.add_argument("--epochs", type=int, help="number of epochs (required for a new run)")
     p.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (required for a new run)")
     p.add_argument(
-        "--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
+        "--patch-size",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
         help="default: the --init model's patch size, else 128 128 128",
     )
     p.add_argument("--batch-size", type=int, help="default 2")
@@ -70,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--permute-axes", action="store_true", help="augment with z/y/x axis permutations")
     p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="MIN",
+        help="wall-clock limit (setup and validation included; default 0: none): stop at the next "
+        "iteration, save, and let the learning rate decay to it; raise it and --resume to continue",
+    )
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--loader-threads", type=int, help="batch prefetch threads (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -218,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"done: {result.epochs_done} epoch(s), {result.iterations_done} iterations"
         + (" (early stopping)" if result.stopped_early else "")
+        + (" (stopped: time limit)" if result.stopped_by_time else "")
         + (f"; best {result.best_key} {best:.4f} at epoch {result.best_epoch}" if best is not None else "")
         + f"\nbest checkpoint: {result.checkpoint_best}",
         file=sys.stderr,

@@ -2,7 +2,8 @@
 
 Images and labels are paired by id (``<id>.tif``). ``train.csv`` / ``test.csv`` (columns ``id, scroll_id``)
 give the ids and their scroll; without csvs the ids come from the file names. Snapshot folders such as
-``deprecated_train_images/`` are ignored.
+``deprecated_train_images/`` are ignored, and so are corrected label versions (``<id>.v001.tif``) and
+autosaves (``<id>.autosave.tif``) written by proofreading.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError
+from .proofread.naming import is_derived_name
 from .volume_io import TIFF_SUFFIXES
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES = "train_images", "train_labels", "test_images"
@@ -30,6 +32,8 @@ def _tiffs_by_id(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in folder.iterdir():
         if path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith("."):
+            if is_derived_name(path.name):  # a corrected version or an autosave, not a volume id
+                continue
             found.setdefault(path.stem, path)
     return found
 

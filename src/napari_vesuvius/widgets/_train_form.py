@@ -35,7 +35,7 @@ FOLDER, LAYERS = "dataset folder", "open layers"
 SETTING_NAMES = [
     "data_source", "data_folder", "model_preset", "init", "patch_z", "patch_y", "patch_x", "epochs",
     "iterations_per_epoch", "batch_size", "optimizer", "lr", "device", "val_fraction", "score_every",
-    "threads", "run_dir",
+    "threads", "max_minutes", "run_dir",
 ]  # fmt: skip
 
 
@@ -98,6 +98,11 @@ class TrainForm(Container):
             tooltip="leaderboard score every N epochs (0 = never; pseudo-Dice every epoch)",
         )  # fmt: skip
         self.threads = SpinBox(label="CPU threads", min=0, max=256, value=0, tooltip="0 = torch's choice")
+        self.max_minutes = FloatSpinBox(
+            label="time limit (min)", min=0.0, max=1_000_000.0, step=5.0, value=0.0,
+            tooltip="stop after this many minutes (validation included; the learning rate decays to it); "
+            "0 = no limit, the run does every epoch",
+        )  # fmt: skip
         self.run_dir = FileEdit(
             label="run folder",
             mode="d",
@@ -108,7 +113,8 @@ class TrainForm(Container):
                 self.data_source, self.data_folder, self.image, self.labels_layer, self.pair_buttons,
                 self.pairs_view, self.model_preset, self.init, self.init_folder, self.patch, self.epochs,
                 self.iterations_per_epoch, self.total_label, self.batch_size, self.optimizer, self.lr,
-                self.device, self.val_fraction, self.score_every, self.threads, self.run_dir,
+                self.device, self.val_fraction, self.score_every, self.threads, self.max_minutes,
+                self.run_dir,
             ]
         )  # fmt: skip
         self.pairs: list[tuple[Any, Any]] = []  # (image layer, labels layer)
@@ -232,5 +238,5 @@ class TrainForm(Container):
             val_fraction=float(self.val_fraction.value), model_preset=self.model_preset.value,
             init=None if init is None else str(init.resolve()), device=self.device.value,
             optimizer=self.optimizer.value, lr=lr, score_every=int(self.score_every.value),
-            torch_threads=int(self.threads.value),
+            torch_threads=int(self.threads.value), max_minutes=float(self.max_minutes.value),
         )  # fmt: skip

@@ -3,7 +3,8 @@
 The probability layer appears at once and fills in as batches of tiles finish; Cancel stops within one
 batch and the layer is renamed ``(partial)`` so an incomplete result is never taken for a finished one.
 The probability stays in its layer (or a zarr store) so the Tune widget re-thresholds it without
-re-running the network.
+re-running the network. *Blocks on a dask cluster* runs a zarr-backed image block by block into a
+resumable OME-Zarr (see ``_scroll_run.py``), shown as a multiscale layer while it fills.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     PushButton,
     SpinBox,
     TextEdit,
@@ -57,6 +59,13 @@ class InferenceWidget(Container):
             label="output dtype", choices=["float16", "float32", "uint8"], value="float16"
         )
         self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
+        self.cluster = CheckBox(text="blocks on a dask cluster (zarr image → OME-Zarr, resumable)")
+        self.workers = SpinBox(
+            label="workers", min=0, max=256, value=0, tooltip="0 = one per GPU, else cores/4"
+        )
+        self.scheduler = LineEdit(
+            label="scheduler", value="", tooltip="dask scheduler address; empty = local"
+        )
         self.run_button = PushButton(text="Run")
         self.message = Label(value="")
         self.log = TextEdit(label="log", value="")
@@ -66,7 +75,8 @@ class InferenceWidget(Container):
         super().__init__(
             widgets=[
                 self.image, self.models, self.device, self.precision, self.step, tta, self.batch_size,
-                self.output_dtype, self.output_zarr, self.run_button, self.message, self.task, self.log,
+                self.output_dtype, self.output_zarr, self.cluster, self.workers, self.scheduler,
+                self.run_button, self.message, self.task, self.log,
             ]
         )  # fmt: skip
         self._last_refresh = 0.0
@@ -115,6 +125,10 @@ class InferenceWidget(Container):
             self.message.value = str(error)
             return None
         image_layer = self.image.value
+        if self.cluster.value:
+            from ._scroll_run import start_block_run
+
+            return start_block_run(self, image_layer, specs, self._block_settings())
         volume = layer_array(image_layer)
         name = f"{image_layer.name} probability"
         output = self._make_output(tuple(volume.shape))
@@ -172,6 +186,16 @@ class InferenceWidget(Container):
             on_cancelled=cancelled,
             on_error=failed,
         )
+
+    def _block_settings(self) -> dict[str, Any]:
+        """Sliding-window settings of a block-wise run (its output is always uint8)."""
+        return {
+            "step": float(self.step.value),
+            "tta_axes": self._tta_axes(),
+            "batch_size": int(self.batch_size.value),
+            "device": self.device.value,
+            "precision": self.precision.value,
+        }
 
     def _make_output(self, shape: tuple[int, ...]) -> Any:
         """An in-memory array, or a zarr array at the chosen path, of the output dtype."""

@@ -33,8 +33,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """Map ``auto`` to a concrete mode.
 
     CUDA: bf16 where supported, else fp16. MPS: fp16. CPU: fp32. bf16 autocast on CPU is opt-in:
-    measured here (docs/benchmarks.md) it flipped 0.33 % of the 0.5-threshold mask (target ≤ 0.1 %)
-    and its speed-up depends on the width of the network (1.0× for ``tiny``, 1.8× for ``small``).
+    measured here (docs/benchmarks.md) it was slower than the accelerated fp32 path and flipped
+    0.59 % of the 0.5-threshold mask with random weights (target ≤ 0.1 %).
     """
     name = str(precision).lower()
     if name not in PRECISIONS:

@@ -10,12 +10,18 @@ softmax give the probabilities (for two classes: ``sigmoid(l_surface - l_other)`
 with half the memory). Tiles whose raw voxels are all 0 are skipped: they add neither logits nor
 weight, and every voxel they cover is air, which the engine sets to 0 anyway, so skipping never changes
 the output. Constant non-zero tiles are computed once per value and reused.
+
+On CPU the tiles of a batch run side by side, one single-threaded forward per core, instead of one
+forward spread over all cores: PyTorch's intra-op parallelism of these small-channel 3D convolutions
+scales poorly on CPU, so this is faster (docs/benchmarks.md); slow layers are also swapped for
+faster equivalents (``_cpu_layers.py``). Both give the same probabilities up to float rounding.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -44,13 +50,16 @@ class ModelRunner:
         device: torch.device,
         precision: str,
         skip_air: bool,
+        grid: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        # ``grid``: tile starts per axis in padded coordinates (default: the nnU-Net grid of ``volume``).
+        # The block runner (``blocks.py``) passes the part of a larger volume's grid that covers a block.
         self.volume = volume
         self.model = model
         self.shape = tuple(int(s) for s in volume.shape)
         self.patch = tuple(int(p) for p in model.patch_size)
         self.full, self.before = padded_shape(self.shape, self.patch)
-        zs, ys, xs = tile_grid(self.full, self.patch, step)
+        zs, ys, xs = (list(a) for a in grid) if grid is not None else tile_grid(self.full, self.patch, step)
         self.rows = zs
         self.yx = [(y, x) for y in ys for x in xs]
         self.tiles_total = len(zs) * len(self.yx)
@@ -61,6 +70,12 @@ class ModelRunner:
         self.normalization = model.normalization.fit(volume)
         self.mirror = [tuple(a + 2 for a in combo) for combo in mirror_combinations(tta_axes)]
         self.networks = [net.to(device).eval() for net in model.networks]
+        self.cpu_workers = 1
+        if device.type == "cpu":
+            from ._cpu_layers import accelerate_for_cpu
+
+            self.networks = [accelerate_for_cpu(net) for net in self.networks]
+            self.cpu_workers = max(1, min(torch.get_num_threads(), self.batch_size))
         self.channels = 1 if model.num_classes == 2 else model.num_classes
         weights = gaussian_weights(self.patch) if gaussian else np.ones(self.patch, np.float32)
         self.weights = torch.from_numpy(np.array(weights)).to(device)
@@ -113,10 +128,23 @@ class ModelRunner:
                 total = (total[:, sc] - total[:, 1 - sc]).unsqueeze(1)
         return total.clone()
 
+    def _forward_side_by_side(self, tiles: np.ndarray) -> torch.Tensor:
+        """CPU: split the batch over ``cpu_workers`` threads, each running single-threaded."""
+        parts = np.array_split(tiles, min(self.cpu_workers, len(tiles)))
+
+        def run(part: np.ndarray) -> torch.Tensor:
+            return self._forward(torch.from_numpy(part).unsqueeze(1))
+
+        # torch.set_num_threads is per thread for worker threads (OpenMP): the caller keeps its own.
+        with ThreadPoolExecutor(len(parts), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return torch.cat(list(pool.map(run, parts)))
+
     def _forward_with_retry(self, tiles: np.ndarray) -> torch.Tensor:
         """Forward a batch; on GPU out-of-memory halve the batch size and retry, down to 1."""
         start = time.perf_counter()
         try:
+            if self.device.type == "cpu" and self.cpu_workers > 1 and len(tiles) > 1:
+                return self._forward_side_by_side(tiles)
             batch = torch.from_numpy(tiles).unsqueeze(1)
             if self.device.type == "cuda":
                 batch = batch.pin_memory().to(self.device, non_blocking=True)
@@ -134,9 +162,7 @@ class ModelRunner:
                 ) from None
             half = len(tiles) // 2
             self.batch_size = max(1, half)
-            return torch.cat(
-                [self._forward_with_retry(tiles[:half]), self._forward_with_retry(tiles[half:])]
-            )
+            return torch.cat([self._forward_with_retry(tiles[:half]), self._forward_with_retry(tiles[half:])])
         finally:
             self.forward_s += time.perf_counter() - start
 

@@ -99,9 +99,7 @@ class UNetConfig:
         if len(patch_size) != 3 or any(
             int(p) < 1 or int(p) % d for p, d in zip(patch_size, self.divisor, strict=True)
         ):
-            raise ValueError(
-                f"patch size {tuple(patch_size)} must be 3 positive multiples of {self.divisor}"
-            )
+            raise ValueError(f"patch size {tuple(patch_size)} must be 3 positive multiples of {self.divisor}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists of ints) for checkpoints."""

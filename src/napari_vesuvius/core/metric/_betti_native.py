@@ -165,9 +165,7 @@ def _cube_tops(union: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(top)
 
 
-def _sweep_dim1(
-    union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int
-) -> tuple[int, int, int]:
+def _sweep_dim1(union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int) -> tuple[int, int, int]:
     """One duality sweep with ``nwp``/``nwl`` words of random prediction/label cycles."""
     yp, zp = _d1.random_cycles(pred.voxels, pred.index, pred.mask.shape, nwp, _SEED_PRED)
     yl, zl = _d1.random_cycles(label.voxels, label.index, label.mask.shape, nwl, _SEED_LABEL)

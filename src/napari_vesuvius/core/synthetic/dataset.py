@@ -67,7 +67,6 @@ class ChallengeLayout:
         return self.root / "test.csv"
 
 
-
 def write_volume_tif(path: Path, volume: np.ndarray) -> None:
     """Write a 3D uint8 volume as an LZW TIFF, one page per z-slice, atomically."""
     import tifffile

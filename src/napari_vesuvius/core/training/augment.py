@@ -64,11 +64,23 @@ def warp_patch(
     patch = tuple(int(p) for p in patch_size)
     offset = np.asarray(centre, dtype=np.float64) - matrix @ ((np.asarray(patch, dtype=np.float64) - 1) / 2)
     out_image = ndimage.affine_transform(
-        image.astype(np.float32, copy=False), matrix, offset=offset, output_shape=patch,
-        order=1, mode="constant", cval=0.0, prefilter=False,
+        image.astype(np.float32, copy=False),
+        matrix,
+        offset=offset,
+        output_shape=patch,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
     )
     out_label = ndimage.affine_transform(
-        label, matrix, offset=offset, output_shape=patch, order=0, mode="constant", cval=IGNORE,
+        label,
+        matrix,
+        offset=offset,
+        output_shape=patch,
+        order=0,
+        mode="constant",
+        cval=IGNORE,
         prefilter=False,
     )
     return out_image, out_label

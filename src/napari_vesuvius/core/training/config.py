@@ -22,8 +22,9 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-#: Fields that do not change what is trained (data loading threads): ignored when resuming.
-RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads"})
+#: Fields that may change when resuming without ``force``: threads, and the time limit (raise it to
+#: continue a run that stopped on it).
+RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads", "max_minutes"})
 
 
 class ConfigError(VesuviusError, ValueError):
@@ -68,8 +69,17 @@ class AugmentConfig:
     def none(cls) -> AugmentConfig:
         """No augmentation at all (validation patches, debugging)."""
         return cls(
-            mirror_axes=(), rot90_yx=False, permute_axes=False, p_rotate=0.0, p_scale=0.0, p_brightness=0.0,
-            p_shift=0.0, p_contrast=0.0, p_gamma=0.0, p_noise=0.0, p_blur=0.0,
+            mirror_axes=(),
+            rot90_yx=False,
+            permute_axes=False,
+            p_rotate=0.0,
+            p_scale=0.0,
+            p_brightness=0.0,
+            p_shift=0.0,
+            p_contrast=0.0,
+            p_gamma=0.0,
+            p_noise=0.0,
+            p_blur=0.0,
         )
 
 
@@ -98,12 +108,19 @@ class TrainConfig:
     nesterov: bool = True
     poly_exponent: float = 0.9
     grad_clip: float = 12.0
+    #: Cross-entropy weight of background voxels in narrow gaps between two separate surface components
+    #: (1 = no extra weight); see :mod:`.loss`.
+    gap_weight: float = 1.0
     foreground_fraction: float = 1 / 3
     val_patches: int = 20
     score_every: int = 0
     score_max_volumes: int = 2
     patience: int = 0
     seed: int = 0
+    #: Wall-clock limit of the run in minutes (setup and validation included; 0 = none). The run stops
+    #: at the next iteration boundary once it is reached, and the poly learning-rate schedule follows
+    #: whichever is further along, iterations or time, so the rate has decayed when time runs out.
+    max_minutes: float = 0.0
     loader_threads: int = 1
     torch_threads: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -138,6 +155,10 @@ class TrainConfig:
             problems.append(f"optimizer must be one of {choices} (got {self.optimizer!r})")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be positive (got {self.lr})")
+        if not (isinstance(self.gap_weight, int | float) and 0.0 <= float(self.gap_weight) < float("inf")):
+            problems.append(f"gap_weight must be a number of at least 0 (got {self.gap_weight})")
+        if not (isinstance(self.max_minutes, int | float) and 0.0 <= float(self.max_minutes) < float("inf")):
+            problems.append(f"max_minutes must be 0 (no limit) or a positive number (got {self.max_minutes})")
         for name in ("score_every", "patience", "loader_threads", "torch_threads"):
             if int(getattr(self, name)) < 0:
                 problems.append(f"{name} must be 0 or more (got {getattr(self, name)})")

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..dataset import ChallengeDataset, is_dataset_folder
 from ..errors import DatasetError
+from ..proofread.naming import is_derived_name
 from ..volume_io import TIFF_SUFFIXES
 
 
@@ -39,7 +40,7 @@ class VolumeSource:
 def _volumes_in(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or is_derived_name(path.name):  # hidden, or a proofread version
             continue
         is_tiff = path.is_file() and path.suffix.lower() in TIFF_SUFFIXES
         if is_tiff or (path.is_dir() and path.suffix == ".zarr"):

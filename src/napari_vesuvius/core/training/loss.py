@@ -7,6 +7,11 @@ smoothing 1e-5; the loss is ``CE + (1 − Dice)`` (nnU-Net logs ``CE − Dice``:
 Deep supervision weights are nnU-Net's: ``1/2**i`` per output (full resolution first), the lowest
 resolution set to 0, normalised to sum 1.
 
+Training labels may also hold :data:`GAP` (3): background voxels in a narrow gap between two separate
+surface components (marked by :func:`.sampler.mark_gaps`). They are background for both terms, and
+their cross-entropy is weighted by ``gap_weight`` (U-Net's separation weight map, Ronneberger et al.
+2015): sheets closer than a few voxels are what merges instances and costs VOI and TopoScore.
+
 Imports torch at module level: only the training code imports this module.
 """
 
@@ -19,19 +24,33 @@ import torch.nn.functional as F
 
 from ..labels import IGNORE
 
+#: Training-only label value: background in a narrow gap between two surface components.
+GAP = 3
+
 
 def masked_dice_ce(
-    logits: torch.Tensor, target: torch.Tensor, ignore_label: int = IGNORE, smooth: float = 1e-5
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_label: int = IGNORE,
+    smooth: float = 1e-5,
+    gap_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, ce, dice)`` for logits ``(B, C, Z, Y, X)`` and integer labels ``(B, Z, Y, X)``."""
+    """``(loss, ce, dice)`` for logits ``(B, C, Z, Y, X)`` and integer labels ``(B, Z, Y, X)``.
+
+    :data:`GAP` voxels count as background; their cross-entropy weighs ``gap_weight`` (the CE is the
+    weighted mean over the labelled voxels).
+    """
     logits = logits.float()
     target = target.long()
     mask = target != ignore_label
-    safe_target = torch.where(mask, target, torch.zeros_like(target))
+    gap = target == GAP
+    safe_target = torch.where(mask & ~gap, target, torch.zeros_like(target))
     maskf = mask.unsqueeze(1).to(logits.dtype)
-    voxels = mask.sum()
     ce_map = F.cross_entropy(logits, safe_target, reduction="none")
-    ce = (ce_map * mask).sum() / voxels.clamp_min(1)
+    weights = mask.to(logits.dtype)
+    if gap_weight != 1.0:
+        weights = weights + (float(gap_weight) - 1.0) * gap.to(logits.dtype)
+    ce = (ce_map * weights).sum() / weights.sum().clamp_min(1)
     probs = torch.softmax(logits, dim=1)[:, 1:] * maskf
     onehot = F.one_hot(safe_target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(logits.dtype) * maskf
     axes = [0, *range(2, logits.ndim)]
@@ -61,8 +80,9 @@ def downsample_labels(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
 class SegmentationLoss:
     """Masked Dice + CE over one output or a deep-supervision list (full resolution first)."""
 
-    def __init__(self, ignore_label: int = IGNORE) -> None:
+    def __init__(self, ignore_label: int = IGNORE, gap_weight: float = 1.0) -> None:
         self.ignore_label = ignore_label
+        self.gap_weight = float(gap_weight)
 
     def __call__(
         self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
@@ -77,7 +97,9 @@ class SegmentationLoss:
             if weight == 0:
                 continue
             level_target = downsample_labels(target, output.shape[2:])
-            loss, ce, dice = masked_dice_ce(output, level_target, self.ignore_label)
+            loss, ce, dice = masked_dice_ce(
+                output, level_target, self.ignore_label, gap_weight=self.gap_weight
+            )
             total = total + weight * loss
             if index == 0:
                 parts = {"ce": float(ce.detach()), "dice": float(dice.detach())}

@@ -71,7 +71,9 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
         torch.manual_seed(int(config.seed))
         network = build_unet(unet_config)
         return TrainingModel(
-            network, default_normalization(image_dtype), unet_config=unet_config,
+            network,
+            default_normalization(image_dtype),
+            unet_config=unet_config,
             source={"init": None, "preset": config.model_preset},
         )
     from ..inference.loading import is_nnunet_folder, load_model
@@ -90,7 +92,10 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
         network = loaded.networks[0]
         network.train()
         model = TrainingModel(
-            network, loaded.normalization, nnunet=dict(info.nnunet), default_patch_size=loaded.patch_size,
+            network,
+            loaded.normalization,
+            nnunet=dict(info.nnunet),
+            default_patch_size=loaded.patch_size,
             source={"init": str(path), "kind": "nnunet-fine-tuned"},
         )
         model.set_deep_supervision(config.deep_supervision)
@@ -99,7 +104,10 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
     network = build_unet(unet_config)
     network.load_state_dict(loaded.networks[0].state_dict(), strict=True)
     return TrainingModel(
-        network, loaded.normalization, unet_config=unet_config, default_patch_size=loaded.patch_size,
+        network,
+        loaded.normalization,
+        unet_config=unet_config,
+        default_patch_size=loaded.patch_size,
         source={"init": str(path), "kind": "built-in"},
     )
 
@@ -133,7 +141,10 @@ def _from_nnunet(folder: Path, config: TrainConfig) -> TrainingModel:
     }
     network.train()
     model = TrainingModel(
-        network, loaded.normalization, nnunet=nnunet, default_patch_size=loaded.patch_size,
+        network,
+        loaded.normalization,
+        nnunet=nnunet,
+        default_patch_size=loaded.patch_size,
         source={"init": str(folder), "kind": "nnunet", "fold": str(chosen)},
     )
     model.set_deep_supervision(config.deep_supervision)
@@ -149,8 +160,12 @@ def save_model_checkpoint(
     meta = {**metadata, "init": model.source}
     if model.unet_config is not None:
         checkpoint.save_checkpoint(
-            path, model.network, replace(model.unet_config, deep_supervision=False), model.normalization,
-            patch_size, metadata=meta,
+            path,
+            model.network,
+            replace(model.unet_config, deep_supervision=False),
+            model.normalization,
+            patch_size,
+            metadata=meta,
         )
         return
     save_nnunet = getattr(checkpoint, "save_nnunet_checkpoint", None)

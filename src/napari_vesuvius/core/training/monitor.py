@@ -87,6 +87,8 @@ class RunSummary:
     best_metric: float | None = None
     best_epoch: int | None = None
     eta_s: float | None = None
+    #: the run's wall-clock limit in seconds (None: none); caps the ETA
+    time_limit_s: float | None = None
     curves: dict[str, list[tuple[int, float]]] = field(
         default_factory=lambda: {"train_loss": [], "val_loss": [], "pseudo_dice": [], "score": []}
     )
@@ -118,6 +120,8 @@ class RunSummary:
             self.epoch = int(record.get("epoch", 0))
             self._session_start = None
             self.eta_s = None
+            limit = record.get("max_minutes")
+            self.time_limit_s = float(limit) * 60 if isinstance(limit, int | float) and limit > 0 else None
         elif event in ("progress", "epoch_end"):
             self.state = "running"
             self.iterations = int(record.get("iterations", self.iterations))
@@ -142,6 +146,8 @@ class RunSummary:
         seconds = float(elapsed) - self._session_start[1]
         if done > 0 and seconds > 0:
             self.eta_s = (self.iterations - self.iteration) * seconds / done
+            if self.time_limit_s is not None:
+                self.eta_s = max(0.0, min(self.eta_s, self.time_limit_s - float(elapsed)))
 
     def _add_epoch(self, record: dict[str, Any]) -> None:
         epoch = int(record["epoch"])

@@ -88,7 +88,6 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
 
-
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` the state dict atomically (plain data and tensors only: loads weights-only)."""
     import torch

@@ -1,15 +1,18 @@
 """The training job: a generator yielding :class:`Progress` per iteration (see docs/architecture.md).
 
 ``train(config, run_dir)`` trains for exactly ``epochs × iterations_per_epoch`` iterations (fewer only
-with early stopping), validates after every epoch, keeps the run folder (:mod:`.rundir`) up to date
-and returns a :class:`TrainResult`. Closing the generator (widget Cancel, CLI SIGTERM through
-``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and ``train_state.pt`` are
-saved and a ``cancelled`` event is logged, so ``resume=True`` continues at that very iteration.
-A hard kill loses at most the epoch in progress (state is saved at every epoch end).
+with early stopping or when the ``max_minutes`` wall-clock limit is reached: the run then stops at the
+next iteration boundary, saves ``checkpoint_last.pt`` and its state and logs ``finished`` with reason
+``time_limit``; raise the limit and resume to continue), validates after every epoch, keeps the run
+folder (:mod:`.rundir`) up to date and returns a :class:`TrainResult`. Closing the generator (widget
+Cancel, CLI SIGTERM through ``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and
+``train_state.pt`` are saved and a ``cancelled`` event is logged, so ``resume=True`` continues at that
+very iteration. A hard kill loses at most the epoch in progress (state is saved at every epoch end).
 
 Each batch is drawn from ``numpy.random.default_rng([seed, 1, iteration])``, so batches do not depend
 on earlier ones: prefetch threads stay deterministic and a resumed run sees the batches an
-uninterrupted run would have seen. Learning rate: poly schedule ``lr·(1 − i/total)^0.9`` per iteration.
+uninterrupted run would have seen. Learning rate: poly schedule ``lr·(1 − i/total)^0.9`` per iteration;
+with a time limit ``i/total`` becomes ``max(i/total, elapsed/limit)`` so the rate decays to the limit.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class TrainResult:
     best_epoch: int | None
     best_key: str
     stopped_early: bool
+    #: the run stopped because its ``max_minutes`` limit was reached
+    stopped_by_time: bool = False
 
     @property
     def checkpoint_best(self) -> Path:
@@ -120,6 +125,12 @@ def _prepare_config(
             save_config(requested, config_path)
         stored = requested
     state = rundir.load_train_state(state_path) if state_path.exists() else None
+    limit_s = float(stored.max_minutes) * 60
+    if state is not None and limit_s > 0 and float(state.get("elapsed", 0.0)) >= limit_s:
+        raise ConfigError(
+            f"{run_dir}: the run already used its time limit ({stored.max_minutes:g} min, "
+            f"{float(state['elapsed']) / 60:.1f} min done); raise max_minutes (or set 0) to continue"
+        )
     if state is not None and int(state["iteration"]) > stored.total_iterations:
         raise ConfigError(
             f"{state_path}: the run already did {state['iteration']} iterations, more than the "
@@ -156,17 +167,30 @@ def train(
     for line in notes:
         say(line)
     metrics.write(
-        "started", resumed=state is not None, epoch=trainer.epochs_done, iteration=trainer.iteration,
-        epochs=cfg.epochs, iterations_per_epoch=cfg.iterations_per_epoch, device=str(trainer.device),
-        amp=trainer.precision, train_volumes=[s.id for s in train_sources],
-        val_volumes=[s.id for s in val_sources], notes=notes,
+        "started",
+        resumed=state is not None,
+        epoch=trainer.epochs_done,
+        iteration=trainer.iteration,
+        epochs=cfg.epochs,
+        iterations_per_epoch=cfg.iterations_per_epoch,
+        device=str(trainer.device),
+        amp=trainer.precision,
+        train_volumes=[s.id for s in train_sources],
+        val_volumes=[s.id for s in val_sources],
+        notes=notes,
+        max_minutes=cfg.max_minutes,
+        elapsed=trainer.elapsed(),
     )
     total = cfg.total_iterations
     prefetcher = _Prefetcher(trainer.make_batch, trainer.iteration, total, cfg.loader_threads)
     last_progress_log = 0.0
+    stopped_by_time = False
     try:
         yield Progress(trainer.iteration, total, "starting")
         while trainer.iteration < total and not trainer.stopped_early:
+            if trainer.time_is_up():
+                stopped_by_time = True
+                break
             loss = trainer.step(prefetcher.get(trainer.iteration))
             if trainer.iteration % cfg.iterations_per_epoch == 0:
                 record = trainer.end_epoch()
@@ -187,22 +211,50 @@ def train(
         say(f"cancelled at iteration {trainer.iteration}/{total}: state saved, resume to continue")
         raise
     except BaseException as error:
-        metrics.write("error", epoch=trainer.epochs_done, iteration=trainer.iteration,
-                      message=f"{type(error).__name__}: {error}")
+        metrics.write(
+            "error",
+            epoch=trainer.epochs_done,
+            iteration=trainer.iteration,
+            message=f"{type(error).__name__}: {error}",
+        )
         raise
     finally:
         prefetcher.close()
         trainer.close()
+    if stopped_by_time:
+        if trainer.iteration % cfg.iterations_per_epoch != 0 or trainer.iteration == 0:
+            trainer.save_last_checkpoint()
+        trainer.save_state()
+        say(
+            f"stopped: time limit of {cfg.max_minutes:g} min reached at iteration "
+            f"{trainer.iteration}/{total} ({trainer.elapsed() / 60:.1f} min)"
+        )
     result = TrainResult(
-        run_dir=run_dir, epochs_done=trainer.epochs_done, iterations_done=trainer.iteration,
-        best_metric=trainer.best_metric, best_epoch=trainer.best_epoch, best_key=trainer.best_key,
+        run_dir=run_dir,
+        epochs_done=trainer.epochs_done,
+        iterations_done=trainer.iteration,
+        best_metric=trainer.best_metric,
+        best_epoch=trainer.best_epoch,
+        best_key=trainer.best_key,
         stopped_early=trainer.stopped_early,
+        stopped_by_time=stopped_by_time,
     )
+    reason = "time_limit" if stopped_by_time else "early_stopping" if result.stopped_early else "completed"
     metrics.write(
-        "finished", epoch=result.epochs_done, iteration=result.iterations_done,
-        best_metric=result.best_metric, best_epoch=result.best_epoch, best_key=result.best_key,
+        "finished",
+        epoch=result.epochs_done,
+        iteration=result.iterations_done,
+        best_metric=result.best_metric,
+        best_epoch=result.best_epoch,
+        best_key=result.best_key,
         stopped_early=result.stopped_early,
-        reason="early_stopping" if result.stopped_early else "completed",
+        reason=reason,
+        elapsed=trainer.elapsed(),
+        **(
+            {"stopped": "time limit", "message": f"stopped: time limit ({cfg.max_minutes:g} min)"}
+            if stopped_by_time
+            else {}
+        ),
     )
     return result
 
@@ -218,4 +270,3 @@ def _epoch_line(record: dict[str, Any]) -> str:
         f"val_loss {num(record['val_loss'])} pseudo_dice {num(record['pseudo_dice'])}{score} "
         f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s{' *best*' if record['best'] else ''}"
     )
-

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import VolumeError
 from ..inference.model_api import Normalization
@@ -28,6 +29,9 @@ from .data import VolumeSource
 MAX_FOREGROUND_COORDS = 100_000
 #: Random placements tried before a patch is centred on a labelled voxel.
 PLACEMENT_TRIES = 10
+#: Background voxels with two different surface components within this many voxels (a cube of side
+#: 2r+1) are gap voxels: gaps of up to 2r - 1 voxels between two sheets are marked.
+GAP_RADIUS = 2
 
 
 def _check_labels(label: np.ndarray, path: object) -> np.ndarray:
@@ -46,12 +50,38 @@ def _check_labels(label: np.ndarray, path: object) -> np.ndarray:
     return label.astype(np.uint8, copy=False)
 
 
+def mark_gaps(label: np.ndarray, radius: int = GAP_RADIUS) -> np.ndarray:
+    """A copy of ``label`` with background voxels between two separate surface components set to GAP.
+
+    Components are 26-connected (as the VOI term of the metric counts them); a background voxel is a
+    gap voxel when the cube of side ``2·radius + 1`` around it holds voxels of two different ones.
+    """
+    from .loss import GAP
+
+    components, count = ndimage.label(label == SURFACE, structure=np.ones((3, 3, 3), dtype=bool))
+    out = label.copy()
+    if count < 2:
+        return out
+    size = 2 * int(radius) + 1
+    highest = ndimage.maximum_filter(components, size=size, mode="constant", cval=0)
+    lowest = ndimage.minimum_filter(
+        np.where(components > 0, components, count + 1), size=size, mode="constant", cval=count + 1
+    )
+    out[(label == 0) & (highest > 0) & (lowest <= count) & (highest != lowest)] = GAP
+    return out
+
+
 @dataclass
 class TrainingVolume:
-    """One image/label pair, read into RAM on first use (thread-safe)."""
+    """One image/label pair, read into RAM on first use (thread-safe).
+
+    ``with_gaps``: background voxels in narrow gaps between surface components become GAP
+    (:func:`mark_gaps`), for a loss that weighs them (see :mod:`.loss`); not for scoring.
+    """
 
     source: VolumeSource
     normalization: Normalization
+    with_gaps: bool = False
     _image: np.ndarray | None = field(default=None, repr=False)
     _label: np.ndarray | None = field(default=None, repr=False)
     _foreground: np.ndarray | None = field(default=None, repr=False)
@@ -68,6 +98,8 @@ class TrainingVolume:
                 image = np.asarray(volume.data.compute(scheduler="threads"))
             with open_labels(self.source.label, image.shape) as volume:
                 label = _check_labels(np.asarray(volume.data.compute(scheduler="threads")), self.source.label)
+            if self.with_gaps:
+                label = mark_gaps(label)
             rng = np.random.default_rng(0)
             foreground = np.argwhere(label == SURFACE).astype(np.int32)
             if len(foreground) > MAX_FOREGROUND_COORDS:

@@ -39,12 +39,13 @@ def pseudo_dice(
     batches: Sequence[tuple[np.ndarray, np.ndarray]],
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float]:
     """``(validation loss, pseudo-Dice)`` of ``network`` (in eval mode) on the validation batches."""
     tp = fp = fn = 0
     loss_sum, weight = 0.0, 0
     for images, labels in batches:
-        x = torch.from_numpy(images).to(device)
+        x = torch.from_numpy(images).to(device).contiguous(memory_format=memory_format)
         y = torch.from_numpy(labels).to(device)
         with autocast():
             output = network(x)

@@ -1,0 +1,107 @@
+"""The CPU layer swaps give the original layers' results and leave the original network untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from napari_vesuvius.core.inference._cpu_layers import (
+    ChannelsLastInstanceNorm3d,
+    PointwiseConv3d,
+    SingleChannelConv3d,
+    StrideTransposeConv3d,
+    accelerate_for_cpu,
+)
+from napari_vesuvius.core.inference.unet import build_unet, preset
+
+CL = torch.channels_last_3d
+
+
+@pytest.mark.parametrize("kernel", [(2, 2, 2), (1, 2, 2), (2, 1, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_stride_transpose_equals_conv_transpose(
+    kernel: tuple[int, int, int], bias: bool, channels_last: bool
+) -> None:
+    torch.manual_seed(0)
+    original = nn.ConvTranspose3d(6, 3, kernel, stride=kernel, bias=bias)
+    assert StrideTransposeConv3d.supports(original)
+    x = torch.randn(2, 6, 5, 4, 7)
+    with torch.inference_mode():
+        out = StrideTransposeConv3d(original, channels_last)(x)
+        torch.testing.assert_close(out, original(x), rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=CL) == channels_last
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_channels_last_instance_norm_equals_instance_norm(affine: bool, offset: float) -> None:
+    """Also where the mean dwarfs the spread (offset 1e4): the two-pass variance takes over."""
+    torch.manual_seed(3)
+    original = nn.InstanceNorm3d(5, affine=affine)
+    if affine:
+        nn.init.normal_(original.weight)
+        nn.init.normal_(original.bias)
+    x = torch.randn(2, 5, 6, 7, 8) * torch.linspace(0.5, 3, 5).view(1, 5, 1, 1, 1) + offset
+    with torch.inference_mode():
+        expected = original(x)
+        out = ChannelsLastInstanceNorm3d(original, channels_last=True)(x)
+        # at 1e4 float32 resolves 1e-3 of the input, so both norms are only that exact there
+        tolerance = 1e-4 if offset == 0 else 4e-3
+        torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance)
+        assert out.is_contiguous(memory_format=CL)
+        torch.testing.assert_close(ChannelsLastInstanceNorm3d(original)(x), expected)
+
+
+def test_overlapping_transpose_and_strided_convs_are_not_swapped() -> None:
+    assert not StrideTransposeConv3d.supports(nn.ConvTranspose3d(4, 4, 3, stride=2))
+    assert not PointwiseConv3d.supports(nn.Conv3d(4, 4, 1, stride=2))
+    assert not PointwiseConv3d.supports(nn.Conv3d(4, 4, 1, groups=2))
+    assert not SingleChannelConv3d.supports(nn.Conv3d(2, 4, 3, padding=1))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_and_single_channel_equal_conv3d(bias: bool) -> None:
+    torch.manual_seed(1)
+    head = nn.Conv3d(8, 2, 1, bias=bias)
+    stem = nn.Conv3d(1, 4, 3, stride=(1, 2, 2), padding=1, bias=bias)
+    x8, x1 = torch.randn(1, 8, 6, 9, 5), torch.randn(3, 1, 7, 8, 9)
+    with torch.inference_mode():
+        for channels_last in (False, True):
+            fast_head, fast_stem = (
+                PointwiseConv3d(head, channels_last),
+                SingleChannelConv3d(stem, channels_last),
+            )
+            torch.testing.assert_close(fast_head(x8), head(x8), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(fast_stem(x1), stem(x1), rtol=1e-5, atol=1e-5)
+
+
+class SharedTwice(nn.Module):
+    """One module reachable by two names (as dynamic-network-architectures' conv blocks are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 4, 3, padding=1)
+        self.all_modules = nn.Sequential(self.conv, nn.LeakyReLU(), nn.Conv3d(4, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all_modules(x)
+
+
+@pytest.mark.parametrize("make", [lambda: build_unet(preset("tiny")), SharedTwice])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_accelerated_network_matches_and_shares_parameters(make, channels_last: bool) -> None:
+    torch.manual_seed(2)
+    network = make().eval()
+    keys = list(network.state_dict())
+    fast = accelerate_for_cpu(network, channels_last=channels_last)
+    swapped = StrideTransposeConv3d | PointwiseConv3d | SingleChannelConv3d
+    assert any(isinstance(m, swapped) for m in fast.modules())
+    assert not any(isinstance(m, SingleChannelConv3d) for m in network.modules())
+    assert list(network.state_dict()) == keys
+    original_params = {id(p) for p in network.parameters()}
+    assert {id(p) for p in fast.parameters()} <= original_params
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), network(x), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,48 @@
+"""Resuming a full-scroll run after a worker was killed and the run interrupted (LocalCluster processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import zarr
+
+from napari_vesuvius.core.progress import run_job
+from napari_vesuvius.core.scroll import predict_scroll
+from scroll_helpers import OPTIONS, assert_close, make_scan, one_torch_thread
+
+
+@pytest.fixture
+def scan(tmp_path):
+    with one_torch_thread():
+        yield make_scan(tmp_path)
+
+
+def test_killed_worker_and_interrupted_run_resume_to_the_same_values(scan, tmp_path) -> None:
+    from distributed import Client, LocalCluster
+
+    path, _, model, expected = scan
+    output = tmp_path / "pred.zarr"
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        job = predict_scroll(path, output, model, scheduler=cluster.scheduler_address, **OPTIONS)
+        killed = False
+        for report in job:
+            if report.total == 6 and report.done >= 1 and not killed:
+                pid = next(iter(client.run(os.getpid).values()))
+                os.kill(pid, signal.SIGKILL)  # the worker dies mid-run; its nanny starts a new one
+                killed = True
+            elif killed and report.done >= 3:
+                job.close()  # then the whole run is interrupted
+                break
+        assert killed
+        partial = zarr.open_array(str(output), mode="r")
+        record = partial.attrs["vesuvius_scroll"]
+        assert partial.attrs["complete"] is False and 3 <= record["blocks_done"] < 6
+        result = run_job(predict_scroll(path, output, model, scheduler=cluster.scheduler_address, **OPTIONS))
+    assert result.complete and result.blocks_before == record["blocks_done"]
+    assert result.blocks_before + result.blocks_computed + result.blocks_air == 6
+    assert_close(zarr.open_array(str(output), mode="r")[:], expected)
