@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from benchmarks._report import markdown_table, peak_rss_mb, write_section
 
+    load_start = os.getloadavg()[0]
     torch.manual_seed(0)
     config = preset(args.preset)
     network = build_unet(config).eval()
@@ -182,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "Overhead = 1 − (forward time inside the run) / (run time). "
         f"Engine default precision on this CPU: {default_mode}. Speed-up of the default engine: "
         + ", ".join(f"{times[k] / default:.2f}× vs {k}" for k in times if not k.startswith("this engine"))
-        + f". Peak RSS {peak_rss_mb():.0f} MiB. The CPU was shared with other jobs while this ran; "
-        "timings vary by ±30 % between runs.",
+        + f". Peak RSS {peak_rss_mb():.0f} MiB. Load average (1 min) at the start {load_start:.1f}, at the "
+        f"end {os.getloadavg()[0]:.1f}; on a shared machine timings vary by up to ±30 % between runs.",
     ]
     text = "\n".join(body)
     command = "python benchmarks/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -60,8 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--patch", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--shape", type=int, default=128, help="side of the synthetic volumes")
     parser.add_argument("--train-volumes", type=int, default=24)
     parser.add_argument("--test-volumes", type=int, default=3)
@@ -69,6 +69,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--gap-weight", type=float, default=1.0)
+    parser.add_argument("--foreground-fraction", type=float, default=1 / 3, help="patches centred on surface")
     parser.add_argument("--val-patches", type=int, default=4, help="pseudo-Dice patches per epoch")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--permute-axes", action="store_true", help="z/y/x permutation augmentation")
@@ -78,6 +79,7 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO))
     from benchmarks._report import markdown_table, peak_rss_mb, write_section
+    from napari_vesuvius.core.heap import keep_freed_memory
     from napari_vesuvius.core.inference.engine import predict
     from napari_vesuvius.core.inference.loading import load_model
     from napari_vesuvius.core.metric import score_volume
@@ -97,8 +99,9 @@ def main() -> int:
     tune_seed = 900
     if not data.exists():
         _write_dataset(data, shape, train_seeds)
-    # an upper bound (4 iterations/s): the time limit ends the run
-    epochs = max(1, int(args.minutes * 60 * 4 / args.iterations_per_epoch))
+    heap_note = "applied" if keep_freed_memory() else "not available here"  # as `train` does (core/heap.py)
+    # an upper bound (20 iterations/s): the time limit ends the run
+    epochs = max(1, int(args.minutes * 60 * 20 / args.iterations_per_epoch))
     config = TrainConfig(
         epochs=epochs,
         iterations_per_epoch=args.iterations_per_epoch,
@@ -110,6 +113,7 @@ def main() -> int:
         optimizer=args.optimizer,
         lr=args.lr,
         gap_weight=args.gap_weight,
+        foreground_fraction=args.foreground_fraction,
         val_fraction=0.0,
         val_patches=args.val_patches,
         torch_threads=args.threads,
@@ -187,7 +191,7 @@ def main() -> int:
             f"Recipe: preset `{args.preset}`, patch {args.patch}³, batch {args.batch}, "
             f"{args.optimizer.upper()} lr {config.resolved().lr:g} with the poly schedule decaying to the "
             "time limit, deep supervision, "
-            f"gap weight {args.gap_weight:g}, "
+            f"gap weight {args.gap_weight:g}, {args.foreground_fraction:.2f} of patches centred on surface, "
             f"augmentation: nnU-Net set{' + z/y/x permutations' if args.permute_axes else ''}; "
             f"trained on {len(train_seeds)} synthetic {args.shape}³ fragments (seeds {train_seeds[0]}–"
             f"{train_seeds[-1]}, no held-out volume: the per-epoch pseudo-Dice uses {args.val_patches} "
@@ -197,7 +201,8 @@ def main() -> int:
             f"(budget {args.minutes:g} min, setup and validation included); the final weights are evaluated.",
             "",
             f"Training speed on this CPU: **{samples_per_s:.2f} samples/s** ({args.patch}³ patches, "
-            f"forward + backward + step, channels_last_3d fp32); last epoch: train loss "
+            f"forward + backward + step, channels_last_3d fp32, glibc heap kept for reuse as in the train "
+            f"command: {heap_note}); last epoch: train loss "
             f"{last['train_loss']:.3f}, pseudo-Dice {last['pseudo_dice']:.3f}. Load average "
             f"{load:.1f} at the start, {load_after:.1f} after training; peak RSS {peak_rss_mb():.0f} MiB. "
             f"Inference {np.mean(predict_seconds):.1f} s per {args.shape}³ volume.",

@@ -105,3 +105,38 @@ def test_accelerated_network_matches_and_shares_parameters(make, channels_last: 
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), network(x), rtol=1e-4, atol=1e-4)
+
+
+class ReusesConvOutput(nn.Module):
+    """A conv output read twice (by a norm and by the sum), and one norm reached from two places."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(2, 4, 3, padding=1)
+        self.norm = nn.InstanceNorm3d(4, affine=True)
+        self.block = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.InstanceNorm3d(4, affine=True))
+        self.shared = nn.Sequential(nn.Conv3d(4, 4, 3, padding=1), self.norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.norm(y) + y + self.block(x) + self.shared(y)
+
+
+def test_norm_works_in_place_only_on_a_fresh_conv_output() -> None:
+    torch.manual_seed(3)
+    network = ReusesConvOutput().eval()
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.InstanceNorm3d):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-1.0, 1.0)
+    fast = accelerate_for_cpu(network).network
+    assert fast.block[1].inplace  # directly after a conv inside a Sequential
+    assert not fast.norm.inplace  # also called on a tensor the sum reads again
+    assert fast.shared[1] is fast.norm
+    x = torch.randn(1, 2, 16, 16, 16) + 3.0
+    with torch.inference_mode():
+        torch.testing.assert_close(accelerate_for_cpu(network)(x), network(x), rtol=1e-4, atol=1e-4)
+    unet = accelerate_for_cpu(build_unet(preset("tiny"))).network
+    norms = [m for m in unet.modules() if isinstance(m, ChannelsLastInstanceNorm3d)]
+    assert any(m.inplace for m in norms) and not all(m.inplace for m in norms)

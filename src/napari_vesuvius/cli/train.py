@@ -224,6 +224,7 @@ class _StopFlag:
 
 def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.errors import CancelledError
+    from napari_vesuvius.core.heap import keep_freed_memory
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
     from napari_vesuvius.core.training import rundir
     from napari_vesuvius.core.training.config import load_config
@@ -231,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     config = _build_config(args)
+    keep_freed_memory()  # this process exists for the run: reuse freed activations (core/heap.py)
 
     def say(message: str) -> None:
         print(f"\n{message}" if sys.stderr.isatty() else message, file=sys.stderr, flush=True)

@@ -12,8 +12,11 @@ showed layers taking far longer than their arithmetic needs:
   a zero input channel sends it to oneDNN (exactly the same sums: the extra terms are 0·0);
 * the whole network runs in the ``channels_last_3d`` layout, where oneDNN's 3D convolutions with few
   channels are ~1.8× faster; ``InstanceNorm3d`` (which would convert every activation back and forth)
-  is replaced by one that keeps the layout: per-channel sums by a matrix product, checked for
-  cancellation and recomputed in two passes where the mean dwarfs the spread.
+  is replaced by one that keeps the layout: per-channel sums of squares by a matrix product, checked
+  for cancellation and recomputed in two passes where the mean dwarfs the spread. Where the norm's
+  input is a convolution's fresh output read by nothing else (the next module of an ``nn.Sequential``),
+  it normalises in place: allocating a new 67 MB activation costs more in page faults than the
+  arithmetic (together with float32 sums, a 128³ tile forward went from 1.54 s to 1.15 s).
 
 :func:`accelerate_for_cpu` returns a copy of a network with those modules swapped for equivalents
 that share the original parameters (no weights are copied). Outputs equal the original's up to float
@@ -148,6 +151,9 @@ class ChannelsLastInstanceNorm3d(nn.Module):
         self.weight = original.weight
         self.bias = original.bias
         self.eps = float(original.eps)
+        #: normalise the input in place (set by :func:`accelerate_for_cpu` only where the input is a
+        #: convolution's fresh output that nothing else reads); skipped while autograd records
+        self.inplace = False
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
@@ -160,13 +166,17 @@ class ChannelsLastInstanceNorm3d(nn.Module):
         n, c = x.shape[:2]
         with torch.autocast("cpu", enabled=False):  # statistics in float32 even under bf16 autocast
             scale, shift = self._scale_shift(x.float())
-        return torch.addcmul(shift.view(n, c, 1, 1, 1), x, scale.view(n, c, 1, 1, 1)).to(x.dtype)
+        scale, shift = scale.view(n, c, 1, 1, 1), shift.view(n, c, 1, 1, 1)
+        if self.inplace and x.dtype == torch.float32 and not x.requires_grad:
+            # a fresh 67 MB activation costs ~25 ms of page faults; writing over the input avoids it
+            return torch.addcmul(shift, x, scale, out=x)
+        return torch.addcmul(shift, x, scale).to(x.dtype)
 
     def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c = x.shape[:2]
         rows = x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)  # a view: (n, voxels, c)
         count = rows.shape[1]
-        mean = (rows.sum(1, dtype=torch.float64) / count).float()
+        mean = rows.sum(1) / count  # float32 cascade summation: ~1e-7 relative, no float64 copy
         square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2) / count
         var = square - mean * mean
         if bool((mean * mean > self.CANCELLATION_RATIO * var.clamp_min(0)).any()):
@@ -201,6 +211,8 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 5 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d)
 
 
+_CONVOLUTIONS = (nn.Conv3d, StrideTransposeConv3d, PointwiseConv3d, SingleChannelConv3d)
+
 _REPLACEMENTS: tuple[type[nn.Module], ...] = (
     StrideTransposeConv3d,
     PointwiseConv3d,
@@ -220,17 +232,29 @@ def accelerate_for_cpu(network: nn.Module, channels_last: bool = True) -> nn.Mod
 
 
 def _swap(module: nn.Module, channels_last: bool, swapped: dict[int, nn.Module] | None = None) -> None:
-    """Replace supported children in place; a module referenced twice gets one shared replacement."""
+    """Replace supported children in place; a module referenced twice gets one shared replacement.
+
+    A norm may work in place only where every reference to it directly follows a convolution in an
+    ``nn.Sequential`` (the convolution's output then feeds nothing else).
+    """
     swapped = {} if swapped is None else swapped
+    previous: nn.Module | None = None
     for name, child in list(module.named_children()):
+        after_conv = isinstance(module, nn.Sequential) and isinstance(previous, _CONVOLUTIONS)
         if id(child) in swapped:
-            setattr(module, name, swapped[id(child)])
-            continue
-        if isinstance(child, _REPLACEMENTS):
-            continue
-        replacement = next((r for r in _REPLACEMENTS if r.supports(child)), None)  # type: ignore[attr-defined]
-        if replacement is None:
-            _swap(child, channels_last, swapped)
-            continue
-        swapped[id(child)] = replacement(child, channels_last)  # type: ignore[call-arg]
-        setattr(module, name, swapped[id(child)])
+            child = swapped[id(child)]
+            setattr(module, name, child)
+        elif not isinstance(child, _REPLACEMENTS):
+            replacement = next((r for r in _REPLACEMENTS if r.supports(child)), None)  # type: ignore[attr-defined]
+            if replacement is None:
+                _swap(child, channels_last, swapped)
+            else:
+                new = replacement(child, channels_last)  # type: ignore[call-arg]
+                if isinstance(new, ChannelsLastInstanceNorm3d):
+                    new.inplace = True
+                swapped[id(child)] = new
+                setattr(module, name, new)
+                child = new
+        if isinstance(child, ChannelsLastInstanceNorm3d):
+            child.inplace = child.inplace and after_conv
+        previous = child
