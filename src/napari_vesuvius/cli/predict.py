@@ -266,6 +266,7 @@ def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.heap import keep_freed_memory
     from napari_vesuvius.core.inference.loading import load_model
     from napari_vesuvius.core.inference.model_api import WeightedModel
 
@@ -275,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
     folds = None if args.folds is None else [int(f) if f.isdigit() else f for f in args.folds]
     if _block_wise(args):
         return _predict_scroll(args, folds)
+    # this process exists for the run: tile threads reuse freed activations (core/heap.py)
+    keep_freed_memory(single_arena=True)
     jobs = _jobs(args)
     loaded = [load_model(path, folds=folds, checkpoint=args.checkpoint) for path in args.model]
     weights = args.weights or [1.0] * len(loaded)

@@ -7,8 +7,9 @@ step on CPU (docs/benchmarks.md, "Training quality"). :func:`keep_freed_memory` 
 from the heap and keep freed memory for reuse instead.
 
 This changes the whole process and is never undone, so only a process that exists for the job may call
-it: the ``train`` command does (it runs as its own process, also when the Train dock starts it), and so
-do the benchmarks that run training in-process. The cost is resident memory: a process keeps about its
+it: the ``train`` command does (it runs as its own process, also when the Train dock starts it), the
+``predict`` command does for its in-memory sliding window, and so do the benchmarks that run training
+in-process. The cost is resident memory: a process keeps about its
 peak heap until it exits. Other C libraries and platforms are left alone (the call returns False).
 """
 
@@ -22,6 +23,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 #: free memory at the top of the heap kept for reuse before glibc gives it back to the system
 TRIM_THRESHOLD_BYTES = 1 << 30
@@ -29,8 +31,14 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 TOP_PAD_BYTES = 1 << 28
 
 
-def keep_freed_memory() -> bool:
-    """Tell glibc malloc to serve large blocks from the heap and keep freed memory; True if applied."""
+def keep_freed_memory(single_arena: bool = False) -> bool:
+    """Tell glibc malloc to serve large blocks from the heap and keep freed memory; True if applied.
+
+    ``single_arena``: let every thread allocate from the main heap. glibc gives threads their own
+    arenas of at most 64 MB, which ``mmap`` anything larger whatever the settings, so the sliding
+    window's tile threads need this. It only takes effect for threads that have not allocated yet:
+    call it first thing in the process.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -41,5 +49,7 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
+    settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES)]
+    if single_arena:
+        settings.insert(0, (_M_ARENA_MAX, 1))
     return all(mallopt(option, value) == 1 for option, value in settings)
