@@ -140,3 +140,21 @@ def test_norm_works_in_place_only_on_a_fresh_conv_output() -> None:
     unet = accelerate_for_cpu(build_unet(preset("tiny"))).network
     norms = [m for m in unet.modules() if isinstance(m, ChannelsLastInstanceNorm3d)]
     assert any(m.inplace for m in norms) and not all(m.inplace for m in norms)
+
+
+class ReadsTwice(nn.Sequential):
+    """A Sequential whose own forward reads the conv output again after the norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self[0](x)
+        return self[1](y) + y
+
+
+def test_sequential_with_its_own_forward_keeps_the_norm_out_of_place() -> None:
+    torch.manual_seed(4)
+    network = ReadsTwice(nn.Conv3d(2, 4, 3, padding=1), nn.InstanceNorm3d(4, affine=True)).eval()
+    fast = accelerate_for_cpu(network)
+    assert not fast.network[1].inplace
+    x = torch.randn(1, 2, 16, 16, 16) + 3.0
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), network(x), rtol=1e-4, atol=1e-4)

@@ -235,12 +235,14 @@ def _swap(module: nn.Module, channels_last: bool, swapped: dict[int, nn.Module] 
     """Replace supported children in place; a module referenced twice gets one shared replacement.
 
     A norm may work in place only where every reference to it directly follows a convolution in an
-    ``nn.Sequential`` (the convolution's output then feeds nothing else).
+    ``nn.Sequential`` that runs its children in order (the convolution's output then feeds nothing else;
+    a subclass with its own ``forward`` might read it again).
     """
     swapped = {} if swapped is None else swapped
+    in_order = isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
     previous: nn.Module | None = None
     for name, child in list(module.named_children()):
-        after_conv = isinstance(module, nn.Sequential) and isinstance(previous, _CONVOLUTIONS)
+        after_conv = in_order and isinstance(previous, _CONVOLUTIONS)
         if id(child) in swapped:
             child = swapped[id(child)]
             setattr(module, name, child)
