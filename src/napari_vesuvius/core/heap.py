@@ -9,8 +9,8 @@ from the heap and keep freed memory for reuse instead.
 This changes the whole process and is never undone, so only a process that exists for the job may call
 it: the ``train`` command does (it runs as its own process, also when the Train dock starts it), the
 ``predict`` command does for its in-memory sliding window, and so do the benchmarks that run training
-in-process. The cost is resident memory: a process keeps about its
-peak heap until it exits. Other C libraries and platforms are left alone (the call returns False).
+in-process. The cost is resident memory: a process keeps about its peak heap until it exits. Other C
+libraries and platforms are left alone (the call returns False).
 """
 
 from __future__ import annotations
