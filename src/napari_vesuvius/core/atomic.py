@@ -6,8 +6,11 @@ behind when Python gets to clean up), so nothing already saved is lost or left h
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,3 +43,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_file(path, "w") as handle:
         handle.write(text)
+
+
+def temp_sibling(path: str | Path, suffix: str) -> Path:
+    """A unique, not yet existing hidden path next to ``path`` (``.<name>.<random><suffix>``), for
+    assembling a file or folder that is later renamed onto ``path``."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def remove_path(path: str | Path) -> None:
+    """Delete a file, link or folder tree if it exists (cleanup of temporary siblings; never raises
+    for a missing path)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,35 +19,23 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .atomic import remove_path, temp_sibling
 from .errors import VolumeError
 from .progress import Progress, run_job
 from .volume_base import TIFF_SUFFIXES, cubic_chunks, require_3d, slab_chunks
 
 
-def _temp_sibling(path: Path, suffix: str) -> Path:
-    """A unique, not yet existing hidden path next to ``path`` (created later with normal permissions)."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 def _swap_in(tmp: Path, target: Path) -> None:
     """Move a finished ``tmp`` onto ``target``; an existing target is kept until the move succeeded."""
     if tmp.is_dir() and target.exists():
-        old = _temp_sibling(target, ".old")
+        old = temp_sibling(target, ".old")
         os.replace(target, old)
         try:
             os.replace(tmp, target)
         except BaseException:
             os.replace(old, target)
             raise
-        _remove(old)
+        remove_path(old)
     else:
         if target.is_dir():
             raise VolumeError(target, "cannot replace a directory with a TIFF file")
@@ -87,7 +73,7 @@ def iter_write_volume(
     is_tiff = path.suffix.lower() in TIFF_SUFFIXES
     if not is_tiff and path.suffix.lower() != ".zarr":
         raise VolumeError(path, "unsupported output type; use .tif, .tiff or .zarr")
-    tmp = _temp_sibling(path, ".tmp" + path.suffix)
+    tmp = temp_sibling(path, ".tmp" + path.suffix)
     try:
         if is_tiff:
             yield from _write_tiff(tmp, path, source, compression)
@@ -97,7 +83,7 @@ def iter_write_volume(
         _swap_in(tmp, path)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            remove_path(tmp)
     return path
 
 
@@ -209,7 +195,7 @@ def iter_write_ome_zarr(
     for source in sources:
         require_3d(source.shape, path)
     base = sources[0].shape
-    tmp = _temp_sibling(path, ".tmp.zarr")
+    tmp = temp_sibling(path, ".tmp.zarr")
     try:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=2)
         datasets = []
@@ -230,7 +216,7 @@ def iter_write_ome_zarr(
         _swap_in(tmp, path)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            remove_path(tmp)
     return path
 
 

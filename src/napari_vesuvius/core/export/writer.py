@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import temp_sibling
 from ..errors import VolumeError
 from ..progress import Progress, run_job
 from ..volume_io import open_volume
@@ -108,7 +108,7 @@ class SubmissionWriter:
         self.targets = {t.volume_id: t for t in targets}
         if len(self.targets) != len(targets):
             raise SubmissionError(self.out, "the list of ids holds duplicates")
-        self.tmp = self.out.parent / f".{self.out.name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.tmp = temp_sibling(self.out, ".tmp")
         self._digests: dict[str, str] = {}
         self.summaries: list[VolumeSummary] = []
         self._finished = False

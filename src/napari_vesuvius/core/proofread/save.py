@@ -25,13 +25,13 @@ import math
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import remove_path, temp_sibling
 from ..errors import VolumeError
 from ..progress import Progress
 from ..volume_base import TIFF_SUFFIXES, cubic_chunks, slab_chunks
@@ -47,19 +47,6 @@ _PUBLISH_TRIES = 50
 
 def _is_zarr_ext(ext: str) -> bool:
     return ext.lower().endswith(".zarr")
-
-
-def _partial_path(target: Path) -> Path:
-    _, ext = split_name(target)
-    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.partial{ext}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _fsync_file(path: Path) -> None:
@@ -146,7 +133,7 @@ def iter_save_version(
         raise VolumeError(original, "labels can be saved as .tif/.tiff or .zarr only")
     base_path = save_base(original) if base is None else Path(base)
     target = next_version_path(original)
-    partial = _partial_path(target)
+    partial = temp_sibling(target, ".partial" + split_name(target)[1])
     try:
         if _is_zarr_ext(ext) and base_path is not None and _is_zarr_ext(split_name(base_path)[1]):
             yield from _copy_on_write_zarr(base_path, partial, box, data, shape)
@@ -164,7 +151,7 @@ def iter_save_version(
         raise VolumeError(target, "could not find a free version name")
     finally:
         if partial.exists():
-            _remove(partial)
+            remove_path(partial)
 
 
 def save_version(original: str | Path, data: np.ndarray, **kwargs: Any) -> Path:
@@ -241,7 +228,7 @@ def _unshare_chunks(array: Any, root: Path, box: Box) -> None:
     for coords in itertools.product(*ranges):
         chunk = folder / array.metadata.encode_chunk_key(coords)
         if chunk.is_file() and chunk.stat().st_nlink > 1:
-            private = chunk.with_name(f".{chunk.name}.{uuid.uuid4().hex[:8]}.unshare")
+            private = temp_sibling(chunk, ".unshare")
             shutil.copy2(chunk, private)
             os.replace(private, chunk)
 
