@@ -9,24 +9,16 @@ from pathlib import Path
 import pytest
 
 from napari_vesuvius.cli.main import main
-from napari_vesuvius.core.synthetic import make_fragment
 from napari_vesuvius.core.training import rundir
 from napari_vesuvius.core.training.config import TrainConfig
 from napari_vesuvius.core.training.monitor import RunWatcher, read_metrics
 from napari_vesuvius.core.training.process import EXIT_CANCELLED, TrainingProcess, running_pid
-from napari_vesuvius.core.volume_io import write_volume
+from training_helpers import write_training_folder
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("training_cli") / "ds"
-    (root / "train_images").mkdir(parents=True)
-    (root / "train_labels").mkdir()
-    for seed in range(2):
-        fragment = make_fragment((32, 32, 32), seed=seed)
-        write_volume(root / "train_images" / f"{seed}.tif", fragment.image)
-        write_volume(root / "train_labels" / f"{seed}.tif", fragment.labels)
-    return root
+    return write_training_folder(tmp_path_factory.mktemp("training_cli") / "ds", (32, 32, 32))
 
 
 def test_a_new_run_needs_epochs_and_iterations(

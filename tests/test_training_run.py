@@ -20,19 +20,12 @@ from napari_vesuvius.core.training import rundir  # noqa: E402
 from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
-from napari_vesuvius.core.volume_io import write_volume  # noqa: E402
+from training_helpers import write_training_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("training") / "ds"
-    (root / "train_images").mkdir(parents=True)
-    (root / "train_labels").mkdir()
-    for seed in range(2):
-        fragment = make_fragment((40, 40, 40), seed=seed)
-        write_volume(root / "train_images" / f"{seed}.tif", fragment.image)
-        write_volume(root / "train_labels" / f"{seed}.tif", fragment.labels)
-    return root
+    return write_training_folder(tmp_path_factory.mktemp("training") / "ds", (40, 40, 40))
 
 
 def _config(dataset: Path, **changes: object) -> TrainConfig:

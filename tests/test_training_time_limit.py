@@ -15,27 +15,19 @@ torch = pytest.importorskip("torch")
 from napari_vesuvius.cli.main import main  # noqa: E402
 from napari_vesuvius.core.inference.loading import load_model  # noqa: E402
 from napari_vesuvius.core.progress import run_job  # noqa: E402
-from napari_vesuvius.core.synthetic import make_fragment  # noqa: E402
 from napari_vesuvius.core.training import rundir  # noqa: E402
 from napari_vesuvius.core.training._trainer import Trainer  # noqa: E402
 from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
-from napari_vesuvius.core.volume_io import write_volume  # noqa: E402
+from training_helpers import write_training_folder  # noqa: E402
 
 SECONDS_PER_ITERATION = 10.0
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("time_limit") / "ds"
-    (root / "train_images").mkdir(parents=True)
-    (root / "train_labels").mkdir()
-    for seed in range(2):
-        fragment = make_fragment((32, 32, 32), seed=seed)
-        write_volume(root / "train_images" / f"{seed}.tif", fragment.image)
-        write_volume(root / "train_labels" / f"{seed}.tif", fragment.labels)
-    return root
+    return write_training_folder(tmp_path_factory.mktemp("time_limit") / "ds", (32, 32, 32))
 
 
 @pytest.fixture
