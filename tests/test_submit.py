@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     return layout, models, config
 
 
-def _reference(image: Path, members) -> np.ndarray:
+def _reference(image: Path, members, config: PostprocessConfig = CONFIG) -> np.ndarray:
     """The mask computed directly with the core calls the pipeline chains."""
     from napari_vesuvius.core.inference.engine import predict
     from napari_vesuvius.core.volume_io import open_volume
@@ -52,7 +52,7 @@ def _reference(image: Path, members) -> np.ndarray:
     with open_volume(image) as volume:
         ct = np.asarray(volume.data)
     prob = predict(ct, members, batch_size=4, device="cpu", precision="fp32").probability
-    return run_pipeline(prob, CONFIG, scan_mask=scan_mask_from_ct(ct)).astype(np.uint8)
+    return run_pipeline(prob, config, scan_mask=scan_mask_from_ct(ct)).astype(np.uint8)
 
 
 def test_submit_cli_end_to_end_with_a_weighted_ensemble(setup, tmp_path, capsys):
@@ -117,3 +117,27 @@ def test_cancelled_submit_leaves_no_partial_zip(setup, tmp_path):
         run_job(job, reports.append, lambda: "predict" in reports[-1].message)
     assert out.read_bytes() == b"earlier"
     assert [p.name for p in tmp_path.iterdir()] == ["submission.zip"]
+
+
+def test_without_a_config_submit_uses_the_clean_up_the_model_stored(setup, tmp_path, capsys):
+    import shutil
+
+    from napari_vesuvius.core.inference.checkpoint import update_checkpoint_metadata
+    from napari_vesuvius.core.inference.loading import load_model
+    from napari_vesuvius.core.postprocess_choice import METADATA_KEY, PostprocessChoice
+
+    layout, (model_a, _), _ = setup
+    own = PostprocessConfig(t_low=0.42, t_high=0.55, closing_z=0, closing_xy=0, dust_size=5)
+    model = shutil.copy(model_a, tmp_path / "trained.pt")
+    update_checkpoint_metadata(model, {METADATA_KEY: PostprocessChoice(own, 0.7, 0.6, ("v",)).to_metadata()})
+    out = tmp_path / "submission.zip"
+    code = main([
+        "submit", "--model", str(model), "--data", str(layout.root), "--out", str(out),
+        "--batch-size", "4", "--device", "cpu", "--precision", "fp32", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    assert "used the model's own clean-up" in capsys.readouterr().err
+    first = layout.test_ids[0]
+    expected = _reference(layout.test_image(first), load_model(model), own)
+    np.testing.assert_array_equal(read_submission(out)[str(first)], expected)
+    assert not np.array_equal(expected, _reference(layout.test_image(first), load_model(model), CONFIG))

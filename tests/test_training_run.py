@@ -59,6 +59,9 @@ def test_run_has_exact_counts_and_a_best_checkpoint_the_engine_loads(dataset: Pa
         "started",
         "epoch_end",
         "epoch_end",
+        "postprocess",  # choosing the clean-up on the held-out volume ...
+        "postprocess",  # ... for checkpoint_best and checkpoint_last
+        "postprocess",
         "finished",
     ]
     ends = _epoch_ends(run_dir)

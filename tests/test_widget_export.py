@@ -103,7 +103,7 @@ def test_bad_inputs_are_reported_without_starting(make_napari_viewer, setup, tmp
     layout, model = setup
     viewer = make_napari_viewer()
     widget = ExportWidget(viewer, persist=False)  # no Tune widget docked
-    assert widget.config_source.value == "built-in defaults"
+    assert widget.config_source.value == "model's own or defaults"
     widget.config_source.value = "Tune widget"
     widget.data.value, widget.models.model.value = layout.root, model
     assert widget.run() is None and "no Tune widget is docked" in widget.message.value

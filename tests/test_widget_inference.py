@@ -81,3 +81,24 @@ def test_ensemble_list_and_bad_folds(inference, tiny_checkpoint):
     widget.models.folds.value = "0,x"
     widget.add_member()
     assert "folds must be comma-separated integers" in widget.message.value
+
+
+def test_the_probability_layer_carries_the_models_own_clean_up(inference, tiny_checkpoint, tmp_path, qtbot):
+    import shutil
+
+    from napari_vesuvius.core.inference.checkpoint import update_checkpoint_metadata
+    from napari_vesuvius.core.postprocess import PostprocessConfig
+    from napari_vesuvius.core.postprocess_choice import METADATA_KEY, PostprocessChoice
+    from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, model_postprocess_of
+
+    viewer, widget = inference
+    own = PostprocessConfig(t_low=0.55, closing_z=1, closing_xy=0)
+    model = shutil.copy(tiny_checkpoint, tmp_path / "trained.pt")
+    update_checkpoint_metadata(model, {METADATA_KEY: PostprocessChoice(own, 0.7, 0.6, ("v",)).to_metadata()})
+    widget.models.model.value = model
+    assert widget.run() is not None
+    layer = viewer.layers["ct probability"]
+    assert layer.metadata[MODEL_POSTPROCESS] == own.to_dict() and model_postprocess_of(layer) == own
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    assert layer.metadata["prediction"]["complete"] is True
+    assert model_postprocess_of(layer) == own  # the finished run keeps it

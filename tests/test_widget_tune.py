@@ -107,3 +107,22 @@ def test_components_view_lists_and_deletes_a_component(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: not panel.task.running, timeout=20000)
     assert viewer.layers["m"].data.sum() == 9
     assert panel.table.data.to_list() == [[1, 9]]
+
+
+def test_a_layer_from_a_model_with_its_own_clean_up_sets_the_controls(tune, fragment):
+    from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS
+
+    viewer, widget = tune
+    assert not widget.model_button.enabled  # "prob" came from no model
+    own = PostprocessConfig(t_low=0.6, closing_z=0, closing_xy=0)
+    layer = viewer.add_image(
+        _probability(fragment), name="model prob", metadata={MODEL_POSTPROCESS: own.to_dict()}
+    )
+    widget.probability.value = layer
+    assert widget.config() == own and widget.model_button.enabled
+    assert "model's own clean-up" in widget.message.value
+    widget.t_low.value = 0.35  # the user's change survives switching layers back and forth
+    widget.probability.value = viewer.layers["prob"]
+    widget.probability.value = layer
+    assert widget.t_low.value == pytest.approx(0.35)
+    assert widget.use_model_postprocess() and widget.config() == own

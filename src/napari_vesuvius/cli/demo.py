@@ -65,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndataset:     {summary.dataset}")
     print(f"model:       {summary.checkpoint}")
     print(f"submission:  {summary.submission}")
+    clean_up = summary.settings.get("postprocess") or {}
+    print(
+        f"clean-up:    {summary.settings.get('postprocess_source', '')}: hysteresis "
+        f"{clean_up.get('t_low')}/{clean_up.get('t_high')}, closing z{clean_up.get('closing_z')}/"
+        f"xy{clean_up.get('closing_xy')}, dust < {clean_up.get('dust_size')}"
+    )
     print(f"\n{'volume':>12} {'score':>7} {'topo':>7} {'surf.dice':>9} {'voi':>7}")
     for volume_id, terms in summary.scores.items():
         print(

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "finetune",
     "sweep",
+    "choose_postprocess",
     "submit",
 )
 

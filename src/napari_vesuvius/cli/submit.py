@@ -82,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--postprocess",
         type=Path,
         metavar="JSON",
-        help="post-processing config (Tune widget 'Save config'; default: built-in defaults)",
+        help="post-processing config (Tune widget 'Save config'); default: the clean-up the model chose "
+        "on its validation volumes in training, else the built-in defaults",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("submission.zip"), help="the zip to write (default: submission.zip)"
@@ -139,17 +140,18 @@ def run_submit(args: argparse.Namespace) -> int:
         ModelSpec(path, 1.0 if weight is None else weight, folds, args.checkpoint)
         for path, weight in args.models
     ]
-    if args.postprocess is not None:
-        config = PostprocessConfig.load(args.postprocess)
-    else:
-        config = PostprocessConfig()
-        print("note: no --postprocess config given; using the built-in defaults", file=sys.stderr)
+    config = PostprocessConfig.load(args.postprocess) if args.postprocess is not None else None
     job = iter_submit(
         args.data, specs, args.out, config, step=args.step, gaussian=not args.no_gaussian,
         tta_axes=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
     )  # fmt: skip
     summary = run_job(job, None if args.quiet else ConsoleProgress("submit"))
     _print_summary(summary)
+    if config is None:
+        print(
+            f"note: no --postprocess config given; used {summary.settings['postprocess_source']}",
+            file=sys.stderr,
+        )
     return 0
 
 

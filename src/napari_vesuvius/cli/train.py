@@ -108,6 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wall-clock limit (setup and validation included; default 0: none): stop at the next "
         "iteration, save, and let the learning rate decay to it; raise it and --resume to continue",
     )
+    p.add_argument(
+        "--no-choose-postprocess",
+        action="store_true",
+        help="do not choose the checkpoints' clean-up (T_low, closing) on the validation volumes at the end",
+    )
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--loader-threads", type=int, help="batch prefetch threads (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -140,6 +145,8 @@ def _requested_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["val_ids"] = list(args.val_ids)
     if args.no_deep_supervision:
         settings["deep_supervision"] = False
+    if args.no_choose_postprocess:
+        settings["choose_postprocess"] = False
     if args.no_augment:
         settings["augment"] = asdict(AugmentConfig.none())
     elif args.permute_axes:

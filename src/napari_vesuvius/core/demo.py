@@ -74,7 +74,6 @@ def _stage(name: str, index: int, total: int) -> Progress:
 def iter_demo(settings: DemoSettings) -> Generator[Progress, None, DemoSummary]:
     """Job: run the whole pipeline in ``settings.workdir`` and return a :class:`DemoSummary`."""
     from .metric import score_volume
-    from .postprocess import PostprocessConfig
     from .submit import ModelSpec, iter_submit
     from .synthetic import TEST_LABELS_DIR, write_challenge_dataset
     from .training.config import TrainConfig
@@ -111,8 +110,9 @@ def iter_demo(settings: DemoSettings) -> Generator[Progress, None, DemoSummary]:
 
     yield _stage("predict + clean up + export", 2, stages)
     start = time.perf_counter()
-    postprocess = PostprocessConfig()
-    yield from iter_submit(dataset, [ModelSpec(checkpoint)], submission, postprocess, device=settings.device)
+    # None: the clean-up the training run chose on its validation volume (built-in defaults if none)
+    models = [ModelSpec(checkpoint)]
+    exported = yield from iter_submit(dataset, models, submission, None, device=settings.device)
     timings["predict_cleanup_export"] = time.perf_counter() - start
 
     yield _stage("score", 3, stages)
@@ -133,7 +133,11 @@ def iter_demo(settings: DemoSettings) -> Generator[Progress, None, DemoSummary]:
     }
     plain["workdir"] = str(workdir)
     return DemoSummary(
-        settings={**plain, "postprocess": postprocess.to_dict()},
+        settings={
+            **plain,
+            "postprocess": exported.settings["postprocess"],
+            "postprocess_source": exported.settings["postprocess_source"],
+        },
         dataset=dataset,
         run_dir=run_dir,
         checkpoint=checkpoint,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
@@ -88,3 +88,21 @@ class ConsoleProgress:
         if finished:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def scaled(
+    job: Iterator[Progress], start: int, span: int, total: int, prefix: str = ""
+) -> Iterator[Progress]:
+    """Re-yield a sub-job's progress mapped onto ``start .. start + span`` of ``total``; returns its result.
+
+    Closing this generator (cancel) closes the sub-job too, so its ``finally`` blocks run at once.
+    """
+    try:
+        while True:
+            try:
+                report = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(start + round(span * report.fraction), total, prefix + report.message)
+    finally:
+        job.close()  # type: ignore[attr-defined]

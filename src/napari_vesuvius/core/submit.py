@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError
-from .export import SubmissionError, SubmissionTarget, SubmissionWriter, scaled, submission_targets
+from .export import SubmissionError, SubmissionTarget, SubmissionWriter, submission_targets
 from .inference.loading import DEFAULT_NNUNET_CHECKPOINT
 from .postprocess import PostprocessConfig, iter_pipeline, scan_mask_from_ct
-from .progress import Progress, run_job
+from .postprocess_choice import model_postprocess
+from .progress import Progress, run_job, scaled
 from .volume_io import open_volume
 
 #: Progress units per volume: prediction, post-processing and writing share them in these proportions.
@@ -102,23 +103,28 @@ def iter_submit(
     ``data``: a challenge dataset folder or a folder of test images (see ``submission_targets``).
     ``models``: :class:`ModelSpec` s (loaded once, here) and/or loaded ``InferenceModel`` /
     ``WeightedModel`` s, averaged as a weighted probability ensemble. ``config``: the post-processing
-    (default: :class:`PostprocessConfig` defaults). Returns an ``ExportSummary`` whose volumes carry
-    per-step timings (``read``, ``predict``, ``postprocess``, ``write``). Bad ids, images or masks raise
-    ``SubmissionError`` before the zip is swapped in; a cancel leaves ``out`` as it was.
+    (default: the clean-up the model chose on its validation volumes when it stored one, see
+    :func:`~.postprocess_choice.model_postprocess`, else the built-in defaults). Returns an
+    ``ExportSummary`` whose volumes carry per-step timings (``read``, ``predict``, ``postprocess``,
+    ``write``) and whose settings say which clean-up was used (``postprocess_source``). Bad ids, images
+    or masks raise ``SubmissionError`` before the zip is swapped in; a cancel leaves ``out`` as it was.
     """
     from .inference.engine import predict_volume
 
     started = time.perf_counter()
-    config = PostprocessConfig() if config is None else config
     targets = submission_targets(data)
     yield Progress(0, 1, f"loading {len(models)} model(s)")
     members = load_models(models)
+    config_source = "given"
+    if config is None:
+        config, config_source = model_postprocess(members)
     settings: dict[str, Any] = {
         "data": str(data),
         "models": [
             m.describe() if isinstance(m, ModelSpec) else {"name": getattr(m, "name", "")} for m in models
         ],
         "postprocess": config.to_dict(),
+        "postprocess_source": config_source,
         "step": step,
         "gaussian": gaussian,
         "tta_axes": list(tta_axes),

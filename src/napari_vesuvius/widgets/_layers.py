@@ -10,6 +10,21 @@ if TYPE_CHECKING:
     import napari
 
 
+#: Layer metadata key of the clean-up the model(s) behind a probability layer chose in training
+#: (a ``PostprocessConfig.to_dict()``; absent when they stored none).
+MODEL_POSTPROCESS = "model_postprocess"
+
+
+def model_postprocess_of(layer: Any) -> Any:
+    """The ``PostprocessConfig`` the model behind a probability layer chose, or None."""
+    from napari_vesuvius.core.postprocess import PostprocessConfig
+
+    stored = (getattr(layer, "metadata", None) or {}).get(MODEL_POSTPROCESS)
+    if not stored:
+        return None
+    return PostprocessConfig.from_dict(stored, f"layer {getattr(layer, 'name', '?')!r} metadata")
+
+
 def layer_array(layer: Any) -> Any:
     """The full-resolution data of a layer (level 0 of a multiscale layer)."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

@@ -2,7 +2,8 @@
 
 The same core job as ``napari-vesuvius submit`` (:func:`napari_vesuvius.core.submit.iter_submit`), run
 in the background with progress and Cancel. The post-processing comes from a docked Tune widget (so
-what was tuned in the viewer is what gets submitted), a JSON config file, or the built-in defaults.
+what was tuned in the viewer is what gets submitted), a JSON config file, or the model's own clean-up
+(chosen on its validation volumes when it was trained here; the built-in defaults otherwise).
 When it finishes, a table lists every id with its shape, positive fraction and time; a validation
 problem is shown in plain words and the earlier zip, if any, is left untouched.
 """
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
     from napari_vesuvius.core.postprocess import PostprocessConfig
 
-CONFIG_SOURCES = ("Tune widget", "JSON file", "built-in defaults")
+#: the last source means the model's own clean-up (chosen in training) when it stored one, else defaults
+CONFIG_SOURCES = ("Tune widget", "JSON file", "model's own or defaults")
 SUMMARY_COLUMNS = ["id", "shape", "positive", "seconds"]
 
 
@@ -113,8 +115,9 @@ class ExportWidget(Container):
         except ValueError as error:
             self.message.value = str(error)
 
-    def postprocess_config(self) -> PostprocessConfig:
-        """The config to submit with: from the docked Tune widget, a JSON file or the defaults."""
+    def postprocess_config(self) -> PostprocessConfig | None:
+        """The config to submit with: from the docked Tune widget, a JSON file, or None: the model's own
+        clean-up when training stored one, else the built-in defaults (decided by ``iter_submit``)."""
         from napari_vesuvius.core.postprocess import PostprocessConfig
 
         source = self.config_source.value
@@ -128,7 +131,7 @@ class ExportWidget(Container):
             if path is None:
                 raise ValueError("choose a post-processing config JSON file")
             return PostprocessConfig.load(path)
-        return PostprocessConfig()
+        return None
 
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -189,7 +192,8 @@ class ExportWidget(Container):
         self._set_rows(summary.rows())
         self.message.value = (
             f"wrote {summary.path}: {len(summary.volumes)} volume(s), {summary.zip_bytes / 1e6:.2f} MB; "
-            "verified (every id present, uint8 {0,1}, shapes match, re-read identically)"
+            "verified (every id present, uint8 {0,1}, shapes match, re-read identically); clean-up: "
+            f"{summary.settings.get('postprocess_source', 'given')}"
         )
 
     def _failed(self, error: BaseException) -> None:

@@ -28,7 +28,7 @@ from magicgui.widgets import (
 
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, layer_array
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._settings import WidgetSettings
 
@@ -132,7 +132,7 @@ class InferenceWidget(Container):
         volume = layer_array(image_layer)
         name = f"{image_layer.name} probability"
         output = self._make_output(tuple(volume.shape))
-        layer = self._probability_layer(name, output, image_layer)
+        layer = self._probability_layer(name, output, image_layer, _stored_clean_up(specs))
         settings = {
             "step": float(self.step.value),
             "tta_axes": self._tta_axes(),
@@ -208,7 +208,10 @@ class InferenceWidget(Container):
         chunks = tuple(min(128, n) for n in shape)
         return zarr.open_array(target, mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
 
-    def _probability_layer(self, name: str, output: Any, image_layer: Any) -> Any:
+    def _probability_layer(
+        self, name: str, output: Any, image_layer: Any, clean_up: dict[str, Any] | None = None
+    ) -> Any:
+        """A new probability layer; ``clean_up``: the models' own clean-up, kept in its metadata."""
         limits = (0, 255) if np.dtype(output.dtype) == np.uint8 else (0.0, 1.0)
         for stale in (name, f"{name} (partial)"):
             if stale in self.viewer.layers:
@@ -221,8 +224,25 @@ class InferenceWidget(Container):
             blending="additive",
             scale=image_layer.scale,
             translate=image_layer.translate,
+            metadata={} if clean_up is None else {MODEL_POSTPROCESS: clean_up},
         )
 
     def _log(self, line: str) -> None:
         self.message.value = line
         self.log.value = (self.log.value + "\n" + line).strip()
+
+
+def _stored_clean_up(specs: list[Any]) -> dict[str, Any] | None:
+    """The clean-up all the models chose in training (``PostprocessConfig.to_dict()``), or None.
+
+    Read from the checkpoint files without building networks, so the probability layer carries it
+    from the start and the Tune / Proofread docks can begin from it.
+    """
+    from napari_vesuvius.core.errors import VesuviusError
+    from napari_vesuvius.core.postprocess_choice import checkpoint_choice, common_config
+
+    try:
+        config = common_config([checkpoint_choice(spec.path) for spec in specs])
+    except VesuviusError:  # the job reports a bad model with its own message
+        return None
+    return None if config is None else config.to_dict()

@@ -40,7 +40,12 @@ from napari_vesuvius.core.proofread.naming import autosave_path
 from napari_vesuvius.core.proofread.region import Box, format_box, full_box, parse_box, read_crop
 from napari_vesuvius.core.proofread.session import EditSession, check_target
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._layers import label_colormap, layer_array, set_labels_layer
+from napari_vesuvius.widgets._layers import (
+    label_colormap,
+    layer_array,
+    model_postprocess_of,
+    set_labels_layer,
+)
 from napari_vesuvius.widgets._proofread_layers import (
     bind_paint_keys,
     default_target,
@@ -188,6 +193,9 @@ class ProofreadWidget(SavingMixin, Container):
         stored = (getattr(self.prediction.value, "metadata", None) or {}).get("postprocess_config")
         if stored:
             return PostprocessConfig.from_dict(stored), "the mask's settings"
+        own = model_postprocess_of(self.prediction.value)
+        if own is not None:
+            return own, "the model's own clean-up"
         return PostprocessConfig(), "default settings"
 
     @property

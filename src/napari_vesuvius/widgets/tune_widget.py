@@ -1,8 +1,10 @@
 """Tune dock widget: threshold and clean-up sliders with a live preview, Apply, and a components view.
 
 The probability layer is post-processed with :mod:`napari_vesuvius.core.postprocess`; the network is
-never re-run. The preview follows the sliders and the current slice (2D) or the visible region (3D,
-in the background); Apply runs the whole pipeline in the background into a mask layer.
+never re-run. A layer made by a model that chose its own clean-up in training (kept in the layer's
+metadata by the Inference dock) sets the controls to that clean-up when it is first chosen. The
+preview follows the sliders and the current slice (2D) or the visible region (3D, in the background);
+Apply runs the whole pipeline in the background into a mask layer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from napari_vesuvius.core.postprocess.config import THRESHOLD_MODES
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._components_panel import ComponentsPanel
-from napari_vesuvius.widgets._layers import current_slice, layer_array
+from napari_vesuvius.widgets._layers import current_slice, layer_array, model_postprocess_of
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
@@ -74,6 +76,10 @@ class TuneWidget(Container):
         self.fill_cavities = CheckBox(text="fill 3D cavities", value=defaults.fill_cavities)
         self.margin = SpinBox(label="border margin", min=0, max=64, value=defaults.margin)
         self.gate_to_scan = CheckBox(text="gate to scan region (ct > 0)", value=defaults.gate_to_scan)
+        self.model_button = PushButton(
+            text="Use the model's clean-up",
+            tooltip="the settings the model behind this probability layer chose on its validation volumes",
+        )
         self.live_preview = CheckBox(text="live preview", value=True)
         self.apply_button = PushButton(text="Apply (full volume)")
         self.config_path = FileEdit(label="config", mode="w", filter="*.json")
@@ -94,6 +100,7 @@ class TuneWidget(Container):
                 self.probability,
                 self.ct,
                 *[getattr(self, name) for name in self._parameter_names],
+                self.model_button,
                 self.live_preview,
                 self.apply_button,
                 self.config_path,
@@ -124,9 +131,14 @@ class TuneWidget(Container):
         self.apply_button.changed.connect(self.apply)
         self.save_button.changed.connect(self.save_config)
         self.load_button.changed.connect(self.load_config)
+        self.model_button.changed.connect(self.use_model_postprocess)
+        #: probability layers whose model's clean-up was applied when they were first selected
+        self._model_config_applied: set[int] = set()
+        self.probability.changed.connect(self._probability_selected)
         self.refine_task.visible = False
         self._show_relevant_sliders()
         self.reset_choices()
+        self._probability_selected()
 
     # -- choices & config ------------------------------------------------------------------------
     def _probability_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -146,6 +158,38 @@ class TuneWidget(Container):
     def set_config(self, config: PostprocessConfig) -> None:
         for name in self._parameter_names:
             getattr(self, name).value = getattr(config, name)
+
+    def _model_config(self) -> PostprocessConfig | None:
+        layer = self.probability.value
+        if layer is None:
+            return None
+        try:
+            return model_postprocess_of(layer)
+        except ValueError as error:
+            self.message.value = f"error: {error}"
+            return None
+
+    def use_model_postprocess(self) -> bool:
+        """Set every control to the clean-up the selected layer's model chose in training."""
+        config = self._model_config()
+        if config is None:
+            self.message.value = "the selected probability layer's model stored no clean-up of its own"
+            return False
+        self.set_config(config)
+        self.message.value = (
+            f"the model's own clean-up: T low {config.t_low:g}, closing z{config.closing_z}/xy"
+            f"{config.closing_xy} (chosen on its validation volumes in training)"
+        )
+        return True
+
+    def _probability_selected(self, *_: Any) -> None:
+        """Start from the model's own clean-up the first time each probability layer is chosen."""
+        config = self._model_config()
+        self.model_button.enabled = config is not None
+        layer = self.probability.value
+        if config is not None and id(layer) not in self._model_config_applied:
+            self._model_config_applied.add(id(layer))
+            self.use_model_postprocess()
 
     def save_config(self) -> None:
         from napari_vesuvius.core.errors import VesuviusError

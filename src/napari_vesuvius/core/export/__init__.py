@@ -17,7 +17,6 @@ from .writer import (
     export_submission,
     iter_export_submission,
     read_submission,
-    scaled,
 )
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "iter_export_submission",
     "mask_files",
     "read_submission",
-    "scaled",
     "submission_targets",
     "targets_from_shapes",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..atomic import temp_sibling
 from ..errors import VolumeError
-from ..progress import Progress, run_job
+from ..progress import Progress, run_job, scaled
 from ..volume_io import open_volume
 from .targets import mask_files, submission_targets
 from .validate import (
@@ -280,24 +280,6 @@ def iter_export_submission(
         summary = yield from scaled(writer.finish(), len(wanted), len(wanted), total)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def scaled(
-    job: Iterator[Progress], start: int, span: int, total: int, prefix: str = ""
-) -> Iterator[Progress]:
-    """Re-yield a sub-job's progress mapped onto ``start .. start + span`` of ``total``; returns its result.
-
-    Closing this generator (cancel) closes the sub-job too, so its ``finally`` blocks run at once.
-    """
-    try:
-        while True:
-            try:
-                report = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(start + round(span * report.fraction), total, prefix + report.message)
-    finally:
-        job.close()  # type: ignore[attr-defined]
 
 
 def export_submission(

@@ -158,6 +158,20 @@ def _write_payload(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def update_checkpoint_metadata(path: str | Path, updates: Mapping[str, Any]) -> Path:
+    """Merge plain-data ``updates`` into a checkpoint's metadata, rewriting it atomically.
+
+    The weights and description are copied unchanged; a failure leaves the old file as it was.
+    """
+    path = Path(path)
+    payload = _load_payload(path)
+    _info_from_payload(path, payload)  # refuse to rewrite a checkpoint that would not load
+    meta = {**dict(payload.get("metadata") or {}), **dict(updates)}
+    _check_plain(meta, "metadata")
+    payload["metadata"] = meta
+    return _write_payload(path, payload)
+
+
 def _load_payload(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with every failure turned into a :class:`CheckpointError`."""
     import torch

@@ -22,9 +22,9 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-#: Fields that may change when resuming without ``force``: threads, and the time limit (raise it to
-#: continue a run that stopped on it).
-RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads", "max_minutes"})
+#: Fields that may change when resuming without ``force``: threads, the time limit (raise it to
+#: continue a run that stopped on it) and the final clean-up choice (it does not change the weights).
+RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads", "max_minutes", "choose_postprocess"})
 
 
 class ConfigError(VesuviusError, ValueError):
@@ -120,7 +120,11 @@ class TrainConfig:
     #: Wall-clock limit of the run in minutes (setup and validation included; 0 = none). The run stops
     #: at the next iteration boundary once it is reached, and the poly learning-rate schedule follows
     #: whichever is further along, iterations or time, so the rate has decayed when time runs out.
+    #: The clean-up choice at the end (``choose_postprocess``) comes after the limit.
     max_minutes: float = 0.0
+    #: When the run ends, choose each checkpoint's clean-up (hysteresis T_low, closing) on the held-out
+    #: volumes and store it with the checkpoint (:mod:`.postprocess_step`); needs validation volumes.
+    choose_postprocess: bool = True
     loader_threads: int = 1
     torch_threads: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

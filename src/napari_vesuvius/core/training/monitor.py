@@ -128,6 +128,8 @@ class RunSummary:
             self._update_eta(record)
             if event == "epoch_end":
                 self._add_epoch(record)
+        elif event == "postprocess":  # the clean-up choice after training: say what happened
+            self.message = _postprocess_line(record)
         elif event in ("cancelled", "finished", "error"):
             self.state = str(event)
             self.eta_s = 0.0 if event == "finished" else None
@@ -180,3 +182,18 @@ class RunWatcher:
         self.records.extend(new)
         self.summary.update(new)
         return True
+
+
+def _postprocess_line(record: dict[str, Any]) -> str:
+    """One line for a ``postprocess`` record: its message, its error, or the clean-up chosen."""
+    if record.get("message") or record.get("error"):
+        return str(record.get("message") or record.get("error"))
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    score, base = record.get("score"), record.get("base_score")
+    scores = ""
+    if isinstance(score, int | float) and isinstance(base, int | float):
+        scores = f" (validation score {score:.4f}; built-in defaults {base:.4f})"
+    return (
+        f"{record.get('checkpoint', 'checkpoint')}: clean-up T low {config.get('t_low')}, closing "
+        f"z{config.get('closing_z')}/xy{config.get('closing_xy')}{scores}"
+    )

@@ -9,6 +9,7 @@ Layout::
       checkpoint_best.pt   the best epoch so far (by score when scored, else EMA pseudo-Dice)
       train_state.pt       optimizer, weights, counters and RNG states: what --resume continues from
       train.log            console output when started by core.training.process
+      postprocess.json     the clean-up chosen for checkpoint_best.pt at the end (see postprocess_step)
 
 ``train_state.pt`` holds its own copy of the weights, so it is self-consistent whatever happened to
 ``checkpoint_last.pt``. All files are written atomically (temporary file + ``os.replace``).
@@ -36,7 +37,7 @@ TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train.log"
 PID_FILE = "train.pid"
 #: Values of the "event" key of metrics.jsonl records.
-METRIC_EVENTS = ("started", "progress", "epoch_end", "cancelled", "finished", "error")
+METRIC_EVENTS = ("started", "progress", "epoch_end", "postprocess", "cancelled", "finished", "error")
 STATE_FORMAT = "napari-vesuvius-train-state"
 STATE_VERSION = 1
 

@@ -21,13 +21,13 @@ import os
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..progress import Progress
+from ..progress import Progress, scaled
 from . import rundir
 from .config import ConfigError, TrainConfig, load_config, save_config
 from .data import collect_sources, split_sources
@@ -48,6 +48,8 @@ class TrainResult:
     stopped_early: bool
     #: the run stopped because its ``max_minutes`` limit was reached
     stopped_by_time: bool = False
+    #: the clean-up chosen for each checkpoint file name (empty: not chosen, see ``choose_postprocess``)
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
     @property
     def checkpoint_best(self) -> Path:
@@ -229,6 +231,9 @@ def train(
             f"stopped: time limit of {cfg.max_minutes:g} min reached at iteration "
             f"{trainer.iteration}/{total} ({trainer.elapsed() / 60:.1f} min)"
         )
+    choices: dict[str, Any] = {}
+    if cfg.choose_postprocess:
+        choices = yield from _choose_postprocess(cfg, run_dir, val_sources, str(trainer.device), metrics, say)
     result = TrainResult(
         run_dir=run_dir,
         epochs_done=trainer.epochs_done,
@@ -238,6 +243,7 @@ def train(
         best_key=trainer.best_key,
         stopped_early=trainer.stopped_early,
         stopped_by_time=stopped_by_time,
+        postprocess=choices,
     )
     reason = "time_limit" if stopped_by_time else "early_stopping" if result.stopped_early else "completed"
     metrics.write(
@@ -257,6 +263,46 @@ def train(
         ),
     )
     return result
+
+
+def _choose_postprocess(
+    cfg: TrainConfig,
+    run_dir: Path,
+    val_sources: list[Any],
+    device: str,
+    metrics: rundir.MetricsLog,
+    say: Callable[[str], Any],
+) -> Generator[Progress, None, dict[str, Any]]:
+    """Choose and store the checkpoints' clean-up (:mod:`.postprocess_step`), logging the outcome.
+
+    The trained weights are saved already: a failure here is logged and reported, not raised, and a
+    cancel leaves the checkpoints as they were (each is rewritten atomically).
+    """
+    from .postprocess_step import iter_choose_run_postprocess
+
+    job = iter_choose_run_postprocess(
+        run_dir, val_sources, device=device, batch_size=cfg.batch_size,
+        max_volumes=cfg.score_max_volumes, say=say,
+    )  # fmt: skip
+    total = cfg.total_iterations
+    started = time.perf_counter()
+    if val_sources:
+        count = min(len(val_sources), cfg.score_max_volumes)
+        metrics.write("postprocess", message=f"choosing the clean-up on {count} validation volume(s)")
+    try:
+        choices = yield from scaled(job, total, 0, total, "")
+    except GeneratorExit:
+        metrics.write("cancelled", message="cancelled while choosing the clean-up; the weights are saved")
+        raise
+    except Exception as error:  # the run itself succeeded: report why the choice failed, do not raise
+        message = f"clean-up not chosen: {type(error).__name__}: {error}"
+        say(message)
+        metrics.write("postprocess", error=message[:500])
+        return {}
+    for name, choice in choices.items():
+        seconds = time.perf_counter() - started
+        metrics.write("postprocess", checkpoint=name, seconds=seconds, **choice.to_metadata())
+    return choices
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
