@@ -8,6 +8,7 @@ from torch import nn
 
 from napari_vesuvius.core.inference._cpu_layers import (
     ChannelsLastInstanceNorm3d,
+    OneDnnConv3d,
     PointwiseConv3d,
     SingleChannelConv3d,
     StrideTransposeConv3d,
@@ -75,6 +76,34 @@ def test_pointwise_and_single_channel_equal_conv3d(bias: bool) -> None:
             )
             torch.testing.assert_close(fast_head(x8), head(x8), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(fast_stem(x1), stem(x1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_single_small_tile_is_convolved_by_onednn_not_the_reference_kernel(channels_last: bool) -> None:
+    """PyTorch sends one 16³ tile with 8 channels to ``slow_conv3d``; the swap runs it in oneDNN."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(4)
+    conv = nn.Conv3d(8, 8, 3, stride=(1, 2, 2), padding=1)
+    assert OneDnnConv3d.supports(conv) and not OneDnnConv3d.supports(nn.Conv3d(8, 8, 3, padding="same"))
+    assert not OneDnnConv3d.supports(nn.Conv3d(8, 8, 3, padding=1, padding_mode="reflect"))
+    fast = OneDnnConv3d(conv, channels_last)
+    x = torch.randn(1, 8, 16, 16, 16)
+
+    def kernels(module: nn.Module) -> set[str]:
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            module(x)
+        return {event.key for event in prof.key_averages()}
+
+    assert "aten::slow_conv3d_forward" in kernels(conv)
+    used = kernels(fast)
+    assert "aten::mkldnn_convolution" in used and "aten::slow_conv3d_forward" not in used
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv(x), rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.conv3d's route
+            assert fast(x).dtype == torch.bfloat16
+        grouped = nn.Conv3d(8, 4, 3, padding=(0, 1, 2), dilation=(1, 2, 1), groups=2)
+        torch.testing.assert_close(OneDnnConv3d(grouped, channels_last)(x), grouped(x), rtol=1e-5, atol=1e-5)
 
 
 class SharedTwice(nn.Module):

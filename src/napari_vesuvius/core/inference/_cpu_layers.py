@@ -8,8 +8,10 @@ showed layers taking far longer than their arithmetic needs:
   otherwise one product per kernel offset written into a strided view of the output);
 * a 1×1×1 convolution (the segmentation head): a matrix product; with several intra-op threads
   oneDNN took ~30× longer than the product itself;
-* the stem convolution of a one-channel input: PyTorch sends it to its slow reference kernel; adding
-  a zero input channel sends it to oneDNN (exactly the same sums: the extra terms are 0·0);
+* the stem convolution of a one-channel input: oneDNN runs it faster with a zero second input channel
+  (exactly the same sums: the extra terms are 0·0);
+* any 3D convolution of a single small tile: PyTorch sends it to its slow reference kernel (6× slower
+  per tile for 32³ tiles), so every ``Conv3d`` calls oneDNN directly;
 * the whole network runs in the ``channels_last_3d`` layout, where oneDNN's 3D convolutions with few
   channels are ~1.8× faster; ``InstanceNorm3d`` (which would convert every activation back and forth)
   is replaced by one that keeps the layout: per-channel sums of squares by a matrix product, checked
@@ -112,6 +114,48 @@ class PointwiseConv3d(nn.Module):
         return out.view(n, -1, d, h, w)
 
 
+def _onednn_conv3d(conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv3d`` with ``conv``'s settings, run by oneDNN whatever the batch size.
+
+    PyTorch's dispatcher sends a 3×3×3 convolution of a single tile with ``N·C·D·H <= 20480`` (32³
+    tiles, or the deep 8³ levels of a 128³ tile) to its slow reference kernel: a one-tile forward of
+    a small U-Net took 6× longer per tile than a two-tile one. Other dtypes, autocast and builds
+    without oneDNN take ``F.conv3d``'s route.
+    """
+    if (
+        x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return torch.mkldnn_convolution(
+            x, weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups
+        )
+    return F.conv3d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class OneDnnConv3d(nn.Module):
+    """A ``Conv3d`` (zero padding) always run by oneDNN; see :func:`_onednn_conv3d`."""
+
+    def __init__(self, original: nn.Conv3d, channels_last: bool = False) -> None:
+        super().__init__()
+        self.original = original
+        self.channels_last = channels_last
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return (
+            type(module) is nn.Conv3d
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _onednn_conv3d(self.original, _layout(x, self.channels_last), self.original.weight)
+
+
 class SingleChannelConv3d(nn.Module):
     """A ``Conv3d`` on a one-channel input, given a zero second channel so oneDNN runs it."""
 
@@ -136,7 +180,7 @@ class SingleChannelConv3d(nn.Module):
         both = torch.cat([x, torch.zeros_like(x)], dim=1)
         if self.channels_last:
             both = both.contiguous(memory_format=torch.channels_last_3d)
-        return F.conv3d(both, weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        return _onednn_conv3d(conv, both, weight)
 
 
 class ChannelsLastInstanceNorm3d(nn.Module):
@@ -211,12 +255,14 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 5 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-_CONVOLUTIONS = (nn.Conv3d, StrideTransposeConv3d, PointwiseConv3d, SingleChannelConv3d)
+_CONVOLUTIONS = (nn.Conv3d, StrideTransposeConv3d, PointwiseConv3d, SingleChannelConv3d, OneDnnConv3d)
 
+#: Tried in this order: the first whose ``supports`` accepts a module replaces it.
 _REPLACEMENTS: tuple[type[nn.Module], ...] = (
     StrideTransposeConv3d,
     PointwiseConv3d,
     SingleChannelConv3d,
+    OneDnnConv3d,
     ChannelsLastInstanceNorm3d,
 )
 
