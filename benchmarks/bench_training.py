@@ -7,9 +7,10 @@ the leaderboard score (mean, per volume and per term) and the training speed.
 
 The budget is the run's own time limit (``TrainConfig.max_minutes``): it covers setup, training and the
 per-epoch validation; the run stops at the first iteration boundary past it, and its learning rate
-decays to it. The epoch count is only an upper bound. One more fragment (seed 900) is the run's held-out
-validation volume, on which the run chooses its checkpoints' clean-up when it ends
-(``core/training/postprocess_step.py``); that choice is the default clean-up for the checkpoint. The
+decays to it. The epoch count is only an upper bound. Two more fragments (seeds 900, 901;
+``--val-volumes``) are the run's held-out validation volumes, on which the run chooses its
+checkpoints' clean-up when it ends (``core/training/postprocess_step.py``); that choice is the default
+clean-up for the checkpoint. The
 final weights (``checkpoint_last.pt``) are evaluated with it and with the built-in defaults. For
 reference the same table scores the test labels themselves through the built-in defaults and a blur +
 Otsu threshold baseline.
@@ -68,6 +69,7 @@ def main() -> int:
     parser.add_argument("--shape", type=int, default=128, help="side of the synthetic volumes")
     parser.add_argument("--train-volumes", type=int, default=24)
     parser.add_argument("--test-volumes", type=int, default=3)
+    parser.add_argument("--val-volumes", type=int, default=2, help="held out to choose the clean-up")
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--optimizer", default="sgd")
@@ -100,9 +102,9 @@ def main() -> int:
     shape = (args.shape,) * 3
     train_seeds = list(range(args.train_volumes))
     test_seeds = [1000 + i for i in range(args.test_volumes)]
-    tune_seed = 900
+    val_seeds = [900 + i for i in range(args.val_volumes)]
     if not data.exists():  # the tune seed is the run's held-out validation volume
-        _write_dataset(data, shape, [*train_seeds, tune_seed])
+        _write_dataset(data, shape, [*train_seeds, *val_seeds])
     heap_note = "applied" if keep_freed_memory() else "not available here"  # as `train` does (core/heap.py)
     # an upper bound (20 iterations/s): the time limit ends the run
     epochs = max(1, int(args.minutes * 60 * 20 / args.iterations_per_epoch))
@@ -118,7 +120,8 @@ def main() -> int:
         lr=args.lr,
         gap_weight=args.gap_weight,
         foreground_fraction=args.foreground_fraction,
-        val_ids=(str(tune_seed),),
+        val_ids=tuple(str(seed) for seed in val_seeds),
+        score_max_volumes=len(val_seeds),
         val_patches=args.val_patches,
         torch_threads=args.threads,
         max_minutes=args.minutes,
@@ -192,12 +195,13 @@ def main() -> int:
             f"gap weight {args.gap_weight:g}, {args.foreground_fraction:.2f} of patches centred on surface, "
             f"augmentation: nnU-Net set{' + z/y/x permutations' if args.permute_axes else ''}; "
             f"trained on {len(train_seeds)} synthetic {args.shape}³ fragments (seeds {train_seeds[0]}–"
-            f"{train_seeds[-1]}) with fragment {tune_seed} held out for validation. The run stopped on "
+            f"{train_seeds[-1]}) with fragments {', '.join(map(str, val_seeds))} held out for validation. "
+            "The run stopped on "
             f"{stop} after {result.iterations_done} iterations ({result.epochs_done} epochs × "
             f"{args.iterations_per_epoch} + {result.iterations_done % args.iterations_per_epoch}) in "
             f"{(train_seconds - choice_seconds) / 60:.2f} min (budget {args.minutes:g} min, setup and "
             "validation included); the final weights are evaluated. Then, as every training run does, it "
-            f"chose the checkpoints' clean-up on the held-out fragment ({len(own.tried)} settings of T_low "
+            f"chose the checkpoints' clean-up on the held-out fragments ({len(own.tried)} settings of T_low "
             f"× closing, {choice_seconds:.0f} s including its prediction): **{chosen_text}** "
             f"(validation score {own.score:.3f}; the built-in defaults {own.base_score:.3f}).",
             "",

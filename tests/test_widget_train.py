@@ -158,6 +158,11 @@ def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qt
     assert config["pairs"] == [[str(image_path), str(label_path)]] and config["data"] == []
     assert config["epochs"] == 1 and config["iterations_per_epoch"] == 2
     assert widget.plot.point_count("train_loss") == 1
+    from napari_vesuvius.core.postprocess import PostprocessConfig
+
+    assert widget._clean_up_note() == ""  # one volume: nothing held out, so no clean-up was chosen
+    PostprocessConfig(t_low=0.6, closing_z=0, closing_xy=0).save(run_dir / "postprocess.json")
+    assert widget._clean_up_note() == "; its clean-up: T low 0.6, closing z0/xy0"
     assert widget.progress_bar.value == 1000 and widget.status.value.startswith("finished")
     assert not widget.resume_button.enabled  # a finished run has nothing to resume
 

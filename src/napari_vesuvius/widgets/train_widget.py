@@ -284,7 +284,22 @@ class TrainWidget(Container):
         elif state == "cancelled":
             self._say("cancelled: checkpoint and state saved; Resume continues the run")
         else:
-            self._say(f"finished: best checkpoint {self.best_checkpoint()}")
+            self._say(f"finished: best checkpoint {self.best_checkpoint()}{self._clean_up_note()}")
+
+    def _clean_up_note(self) -> str:
+        """``; its clean-up: …`` when the run chose one for its best checkpoint (``postprocess.json``)."""
+        from napari_vesuvius.core.errors import VesuviusError
+        from napari_vesuvius.core.postprocess import PostprocessConfig
+        from napari_vesuvius.core.training.postprocess_step import POSTPROCESS_JSON
+
+        path = None if self._watched is None else self._watched / POSTPROCESS_JSON
+        if path is None or not path.is_file():
+            return ""
+        try:
+            config = PostprocessConfig.load(path)
+        except VesuviusError:
+            return ""
+        return f"; its clean-up: T low {config.t_low:g}, closing z{config.closing_z}/xy{config.closing_xy}"
 
     def _set_buttons(self) -> None:
         from napari_vesuvius.core.training.rundir import CONFIG_JSON
