@@ -68,8 +68,8 @@ def _run_for_model(args: argparse.Namespace, progress: Any) -> int:
     from napari_vesuvius.core.inference.loading import load_model
     from napari_vesuvius.core.postprocess_choice import METADATA_KEY, iter_choose_for_model
     from napari_vesuvius.core.progress import run_job
+    from napari_vesuvius.core.sweep import load_volume_array
     from napari_vesuvius.core.training.data import collect_sources
-    from napari_vesuvius.core.training.postprocess_step import read_volume
 
     if args.data is None or not args.ids:
         print("error: --model needs --data and --ids (the labelled validation volumes)", file=sys.stderr)
@@ -80,7 +80,9 @@ def _run_for_model(args: argparse.Namespace, progress: Any) -> int:
     missing = [volume_id for volume_id in args.ids if volume_id not in sources]
     if missing:
         raise DatasetError(f"{args.data}: no labelled volume with id(s) {', '.join(missing)}")
-    volumes = [(i, read_volume(sources[i].image), read_volume(sources[i].label)) for i in args.ids]
+    volumes = [
+        (i, load_volume_array(sources[i].image), load_volume_array(sources[i].label)) for i in args.ids
+    ]
     model = load_model(args.model, folds=args.folds)
     job = iter_choose_for_model(model, volumes, device=args.device or "auto", batch_size=args.batch_size)
     choice = run_job(job, progress)

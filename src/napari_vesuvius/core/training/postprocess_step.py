@@ -15,22 +15,14 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..inference.checkpoint import read_checkpoint_info, update_checkpoint_metadata
 from ..postprocess_choice import METADATA_KEY, PostprocessChoice, iter_choose_for_model
 from ..progress import Progress, scaled
-from ..volume_io import open_volume
+from ..sweep import load_volume_array
 from . import rundir
 from .data import VolumeSource
 
 POSTPROCESS_JSON = "postprocess.json"
-
-
-def read_volume(path: Path) -> np.ndarray:
-    """A whole labelled or CT volume in memory (validation volumes are small enough)."""
-    with open_volume(path) as volume:
-        return np.asarray(volume.data.compute())
 
 
 def iter_choose_run_postprocess(
@@ -48,7 +40,9 @@ def iter_choose_run_postprocess(
     if not val_sources:
         say("clean-up not chosen: no held-out validation volume; the checkpoints keep the built-in defaults")
         return {}
-    volumes = [(s.id, read_volume(s.image), read_volume(s.label)) for s in val_sources[:max_volumes]]
+    volumes = [
+        (s.id, load_volume_array(s.image), load_volume_array(s.label)) for s in val_sources[:max_volumes]
+    ]
     names = [n for n in (rundir.CHECKPOINT_BEST, rundir.CHECKPOINT_LAST) if (run_dir / n).exists()]
     by_iteration: dict[Any, PostprocessChoice] = {}
     choices: dict[str, PostprocessChoice] = {}
