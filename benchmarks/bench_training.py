@@ -30,18 +30,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _write_dataset(root: Path, shape: tuple[int, int, int], seeds: list[int]) -> None:
-    from napari_vesuvius.core.synthetic import make_fragment
-    from napari_vesuvius.core.volume_io import write_volume
-
-    (root / "train_images").mkdir(parents=True)
-    (root / "train_labels").mkdir()
-    for seed in seeds:
-        fragment = make_fragment(shape, seed=seed)
-        write_volume(root / "train_images" / f"{seed}.tif", fragment.image)
-        write_volume(root / "train_labels" / f"{seed}.tif", fragment.labels)
-
-
 def _otsu_mask(image: np.ndarray, scan: np.ndarray) -> np.ndarray:
     """Blur (σ = 1) + Otsu threshold inside the scanned region: the no-learning baseline."""
     from scipy import ndimage
@@ -91,7 +79,7 @@ def main() -> int:
     from napari_vesuvius.core.postprocess import PostprocessConfig, run_pipeline, scan_mask_from_ct
     from napari_vesuvius.core.postprocess_choice import model_choice
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
-    from napari_vesuvius.core.synthetic import make_fragment
+    from napari_vesuvius.core.synthetic import make_fragment, write_training_folder
     from napari_vesuvius.core.training.config import AugmentConfig, TrainConfig
     from napari_vesuvius.core.training.monitor import read_metrics
     from napari_vesuvius.core.training.runner import train
@@ -104,7 +92,7 @@ def main() -> int:
     test_seeds = [1000 + i for i in range(args.test_volumes)]
     val_seeds = [900 + i for i in range(args.val_volumes)]
     if not data.exists():  # the tune seed is the run's held-out validation volume
-        _write_dataset(data, shape, [*train_seeds, *val_seeds])
+        write_training_folder(data, shape, [*train_seeds, *val_seeds])
     heap_note = "applied" if keep_freed_memory() else "not available here"  # as `train` does (core/heap.py)
     # an upper bound (20 iterations/s): the time limit ends the run
     epochs = max(1, int(args.minutes * 60 * 20 / args.iterations_per_epoch))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from napari_vesuvius.cli.main import main
+from napari_vesuvius.core.synthetic import write_training_folder
 from napari_vesuvius.core.training import rundir
 from napari_vesuvius.core.training.config import TrainConfig
 from napari_vesuvius.core.training.monitor import RunWatcher, read_metrics
 from napari_vesuvius.core.training.process import EXIT_CANCELLED, TrainingProcess, running_pid
-from training_helpers import write_training_folder
 
 
 @pytest.fixture(scope="module")

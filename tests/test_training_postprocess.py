@@ -14,6 +14,7 @@ from napari_vesuvius.core.inference.loading import load_model
 from napari_vesuvius.core.postprocess import PostprocessConfig
 from napari_vesuvius.core.postprocess_choice import METADATA_KEY, model_postprocess
 from napari_vesuvius.core.progress import run_job
+from napari_vesuvius.core.synthetic import write_training_folder
 from napari_vesuvius.core.training import rundir
 from napari_vesuvius.core.training.config import TrainConfig
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics
@@ -22,7 +23,6 @@ from napari_vesuvius.core.training.postprocess_step import (
     iter_choose_run_postprocess,
 )
 from napari_vesuvius.core.training.runner import train
-from training_helpers import write_training_folder
 
 
 @pytest.fixture(scope="module")

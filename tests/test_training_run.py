@@ -15,12 +15,11 @@ from napari_vesuvius.core.errors import CheckpointError  # noqa: E402
 from napari_vesuvius.core.inference.engine import predict  # noqa: E402
 from napari_vesuvius.core.inference.loading import load_model  # noqa: E402
 from napari_vesuvius.core.progress import run_job  # noqa: E402
-from napari_vesuvius.core.synthetic import make_fragment  # noqa: E402
+from napari_vesuvius.core.synthetic import make_fragment, write_training_folder  # noqa: E402
 from napari_vesuvius.core.training import rundir  # noqa: E402
 from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
-from training_helpers import write_training_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

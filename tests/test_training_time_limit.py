@@ -15,12 +15,12 @@ torch = pytest.importorskip("torch")
 from napari_vesuvius.cli.main import main  # noqa: E402
 from napari_vesuvius.core.inference.loading import load_model  # noqa: E402
 from napari_vesuvius.core.progress import run_job  # noqa: E402
+from napari_vesuvius.core.synthetic import write_training_folder  # noqa: E402
 from napari_vesuvius.core.training import rundir  # noqa: E402
 from napari_vesuvius.core.training._trainer import Trainer  # noqa: E402
 from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
-from training_helpers import write_training_folder  # noqa: E402
 
 SECONDS_PER_ITERATION = 10.0
 

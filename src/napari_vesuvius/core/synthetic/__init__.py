@@ -12,6 +12,7 @@ from .dataset import (
     ChallengeLayout,
     iter_write_challenge_dataset,
     write_challenge_dataset,
+    write_training_folder,
     write_volume_tif,
 )
 from .fragment import SyntheticFragment, make_fragment
@@ -25,5 +26,6 @@ __all__ = [
     "iter_write_challenge_dataset",
     "make_fragment",
     "write_challenge_dataset",
+    "write_training_folder",
     "write_volume_tif",
 ]

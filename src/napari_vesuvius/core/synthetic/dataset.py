@@ -157,3 +157,21 @@ def write_challenge_dataset(
             folder, n_train, n_test, shape, seed, scroll_ids, write_test_labels, **options
         )
     )
+
+
+def write_training_folder(
+    root: str | os.PathLike[str], shape: tuple[int, int, int], seeds: Sequence[int] = (0, 1)
+) -> Path:
+    """``root/train_images`` + ``root/train_labels`` with one fragment per seed, named ``<seed>.tif``.
+
+    The smallest folder ``train --data`` accepts, with the fragments picked by seed (tests, benchmarks);
+    :func:`write_challenge_dataset` writes the full challenge layout instead. Returns ``root``.
+    """
+    root = Path(root)
+    (root / "train_images").mkdir(parents=True)
+    (root / "train_labels").mkdir()
+    for seed in seeds:
+        fragment = make_fragment(shape, seed=int(seed))
+        write_volume_tif(root / "train_images" / f"{seed}.tif", fragment.image)
+        write_volume_tif(root / "train_labels" / f"{seed}.tif", fragment.labels)
+    return root
