@@ -64,16 +64,46 @@ def test_info_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (tmp_path / folder).mkdir()
     volume = np.zeros((4, 4, 4), np.uint8)
     for volume_id in ("1", "2"):
-        tifffile.imwrite(tmp_path / "train_images" / f"{volume_id}.tif", volume)
-        tifffile.imwrite(tmp_path / "train_labels" / f"{volume_id}.tif", volume)
-    (tmp_path / "train.csv").write_text("id,scroll_id\n1,34117\n2,35360\n3,35360\n")
-    code, out, _ = run_info(capsys, str(tmp_path), "--json")
+        tifffile.imwrite(tmp_path / "train_images" / f"{volume_id}.tif", volume, photometric="minisblack")
+        tifffile.imwrite(tmp_path / "train_labels" / f"{volume_id}.tif", volume, photometric="minisblack")
+    (tmp_path / "train.csv").write_text("id,scroll_id\n1,34117\n2,35360\n")
+    code, out, err = run_info(capsys, str(tmp_path), "--json")
     info = json.loads(out)
-    assert code == 0 and info["kind"] == "dataset" and info["train"] == 3 and info["test"] == 0
-    assert info["scrolls"] == {"34117": 1, "35360": 2}
+    assert code == 0 and err == "" and info["kind"] == "dataset" and info["train"] == 2 and info["test"] == 0
+    assert info["scrolls"] == {"34117": 1, "35360": 1} and info["problems"] == [] and info["warnings"] == []
+    (tmp_path / "train.csv").write_text("id,scroll_id\n1,34117\n2,35360\n3,35360\n")
+    code, out, err = run_info(capsys, str(tmp_path), "--json")
+    info = json.loads(out)
+    assert code == 1 and info["train"] == 3 and info["scrolls"] == {"34117": 1, "35360": 2}
     assert any("train_images/3.tif: missing image" in p for p in info["problems"])
-    code, out, _ = run_info(capsys, str(tmp_path))
-    assert "train ids: 3 (2 with labels)" in out and "scrolls: 2" in out
+    assert any("train.csv: 1 listed id(s) have no volume in train_images/: 3" in w for w in info["warnings"])
+    assert "error: " in err and "train_images/3.tif: missing image for id '3'" in err
+    code, out, err = run_info(capsys, str(tmp_path))
+    assert code == 1 and "train ids: 3 (2 with labels)" in out and "scrolls: 2" in out
+    assert "2 bad or missing file(s)" in out  # id 3: no image, no label
+
+
+def test_info_dataset_checks_every_volume_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("train_images", "train_labels"):
+        (tmp_path / folder).mkdir()
+    volume = np.zeros((4, 6, 6), np.uint8)
+    bad = volume.copy()
+    bad[1, 1, 1] = 5
+    for volume_id, label in (("1", volume), ("2", bad), ("3", volume[:, :5])):
+        tifffile.imwrite(tmp_path / "train_images" / f"{volume_id}.tif", volume, photometric="minisblack")
+        tifffile.imwrite(tmp_path / "train_labels" / f"{volume_id}.tif", label, photometric="minisblack")
+    code, out, err = run_info(capsys, str(tmp_path))
+    assert code == 1 and "2 bad or missing file(s)" in out
+    lines = err.splitlines()
+    assert lines[0] == f"error: {tmp_path}: 2 problem(s):"
+    assert "train_labels/2.tif: label values must be 0, 1 or 2; found 5 in 1 voxel(s)" in lines[1]
+    assert "train_labels/3.tif: label shape (4, 5, 6) does not match" in lines[2]
+    code, out, err = run_info(capsys, str(tmp_path), "--no-counts", "--json")  # headers only
+    info = json.loads(out)
+    assert code == 1 and info["checked"] == "headers" and len(info["problems"]) == 1
+    assert err.startswith("error: ") and "train_labels/3.tif: label shape" in err and err.count("\n") == 1
 
 
 def test_info_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

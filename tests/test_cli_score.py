@@ -121,3 +121,24 @@ def test_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flat = _write(tmp_path / "flat.tif", np.zeros((5, 6), np.uint8))
     assert main(["score", str(flat), str(flat)]) == 1
     assert "flat.tif" in capsys.readouterr().err
+
+
+def test_memory_limit_refuses_with_the_estimate(
+    folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    preds, labels = folders
+    pair = [str(preds / "aaa.tif"), str(labels / "aaa.tif")]
+    assert main(["score", *pair, "--memory-limit", "1M"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert "aaa.tif: scoring needs about" in err and "bytes per voxel" in err and "--memory-limit" in err
+    assert main(["score", *pair, "--memory-limit", "4G", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["score"] == pytest.approx(1.0)
+
+
+def test_float_prediction_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    label = _label(0)
+    pred = _write(tmp_path / "prob.tif", (label == 1).astype(np.float32) * 0.8)
+    assert main(["score", str(pred), str(_write(tmp_path / "l.tif", label))]) == 1
+    err = capsys.readouterr().err
+    assert "prob.tif: mask dtype is float32" in err and "napari-vesuvius postprocess" in err

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder, pair_ids
-from napari_vesuvius.core.errors import DatasetError
+from napari_vesuvius.core.errors import DatasetError, VesuviusWarning
 
 
 def make_dataset(root: Path, train: dict[str, str], test: dict[str, str], *, csvs: bool = True) -> Path:
@@ -99,3 +99,49 @@ def test_bad_csv_and_not_a_dataset(tmp_path: Path, dataset_root: Path) -> None:
 
 def test_pair_ids() -> None:
     assert pair_ids(["10", "2", "x"], ["2", "10", "y"]) == (["2", "10"], ["x"], ["y"])
+
+
+def test_duplicate_csv_ids_are_used_once_with_a_warning(dataset_root: Path) -> None:
+    (dataset_root / "train.csv").write_text(
+        "id,scroll_id\n1004,34117\n327,35360\n1004,34117\n26894,34117\n327,35360\n"
+    )
+    with pytest.warns(VesuviusWarning, match=r"train\.csv: 2 duplicate id\(s\), each used once"):
+        dataset = ChallengeDataset.open(dataset_root)
+    assert dataset.train_ids == ["327", "1004", "26894"]
+    (warning,) = dataset.warnings
+    assert "'327' on lines 3, 6" in warning and "'1004' on lines 2, 4" in warning
+    dataset.validate()
+
+
+def test_a_csv_id_with_two_scrolls_is_refused(dataset_root: Path) -> None:
+    (dataset_root / "train.csv").write_text("id,scroll_id\n1004,34117\n327,35360\n1004,26002\n")
+    with pytest.raises(
+        DatasetError, match=r"train\.csv: id '1004' is listed with different scroll_id values"
+    ):
+        ChallengeDataset.open(dataset_root)
+
+
+def test_ids_without_volumes_and_volumes_without_ids_are_warned_about(dataset_root: Path) -> None:
+    (dataset_root / "train.csv").write_text("id,scroll_id\n1004,34117\n327,35360\n55,35360\n66,1\n")
+    (dataset_root / "test.csv").write_text("id,scroll_id\n7,26002\n8,26002\n327,35360\n")
+    tifffile.imwrite(dataset_root / "train_images" / "1004.tiff", np.zeros((4, 4, 4), np.uint8))
+    with pytest.warns(VesuviusWarning) as caught:
+        dataset = ChallengeDataset.open(dataset_root)
+    assert [str(w.message) for w in caught] == dataset.warnings
+    text = "\n".join(dataset.warnings)
+    assert f"{dataset_root / 'train_images'}: two files for id '1004' (1004.tif, 1004.tiff)" in text
+    assert f"{dataset_root / 'train.csv'}: 2 listed id(s) have no volume in train_images/: 55, 66" in text
+    assert f"{dataset_root / 'train_images'}: 1 volume(s) not listed in train.csv are ignored: 26894" in text
+    assert f"{dataset_root / 'test.csv'}: 2 listed id(s) have no volume in test_images/: 8, 327" in text
+    assert "1 id(s) listed as both training and test volumes (used as training ids): 327" in text
+    assert dataset.image_path("1004").name == "1004.tif" and dataset.is_train("327")
+    assert dataset.missing_train_ids() == ["55", "66"]
+    assert dataset.scroll_id("327") == "35360"
+
+
+def test_a_clean_folder_has_no_warnings(dataset_root: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ChallengeDataset.open(dataset_root).warnings == []

@@ -214,9 +214,10 @@ def test_export_cli_zips_a_mask_folder_and_fails_with_exit_1(dataset, masks, tmp
     for vid, mask in masks.items():
         np.testing.assert_array_equal(back[vid], mask)
     write_volume_tif(folder / "55.tif", masks["7"])
-    code = main(["export", "--masks", str(folder), "--data", str(dataset), "--out", str(out), "--quiet"])
-    assert code == 1
-    assert "error:" in capsys.readouterr().err and read_submission(out).keys() == masks.keys()
+    argv = ["export", "--masks", str(folder), "--data", str(dataset), "--out", str(out), "--overwrite"]
+    assert main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "55" in err and read_submission(out).keys() == masks.keys()
 
 
 def test_writer_contribution_saves_only_binary_masks(tmp_path):

@@ -208,14 +208,14 @@ UNSUPPORTED = {
     "class outside allow-list": (
         lambda p, d: p["configurations"]["3d_fullres"]["architecture"].update(network_class_name="os.system"),
         None,
-        "refusing to import 'os.system'",
+        "network_class_name: refusing class name 'os.system'",
     ),
     "kwarg outside allow-list": (
         lambda p, d: p["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update(
             nonlin="subprocess.Popen"
         ),
         None,
-        r"arch_kwargs\['nonlin'\]: refusing to import 'subprocess.Popen'",
+        r"arch_kwargs\['nonlin'\]: refusing class name 'subprocess.Popen'",
     ),
 }
 
@@ -246,7 +246,7 @@ def test_corrupt_plans_and_mismatched_weights(model_folder: Path, tmp_path: Path
             features_per_stage=[2, 4]
         ),
     )
-    with pytest.raises(CheckpointError, match=r"checkpoint_final\.pth: weights do not match the network"):
+    with pytest.raises(CheckpointError, match=r"checkpoint_final\.pth: weights do not match .*: wrong shape"):
         load_nnunet_model(folder)
 
 
@@ -381,3 +381,36 @@ def test_matches_nnunet_predictor(model_folder: Path, shape: tuple[int, int, int
     difference = np.abs(ours - reference)
     assert difference[interior].max() <= PARITY_ATOL, difference[interior].max()
     assert difference.mean() <= 1e-3  # the faces differ only where nnU-Net's fp16 weights underflow
+
+
+def test_left_out_folds_are_reported(model_folder: Path, tmp_path: Path) -> None:
+    """Folds without the chosen checkpoint, or with odd names, are named in a warning, never dropped."""
+    from napari_vesuvius.core.errors import VesuviusWarning
+
+    folder = _copy_folder(model_folder, tmp_path, folds=(0, 1))
+    (folder / "fold_1" / "checkpoint_final.pth").unlink()  # only checkpoint_best.pth left
+    (folder / "fold_x").mkdir()
+    with pytest.warns(VesuviusWarning) as record:
+        model = load_nnunet_model(folder)
+    assert model.metadata["folds"] == [0]
+    message = str(record[0].message)
+    assert message.startswith(str(folder))
+    assert "fold_1 has no checkpoint_final.pth (it has checkpoint_best.pth)" in message
+    assert "fold_x is not a fold name" in message
+    assert "ensembling fold(s) 0" in message
+    (folder / "fold_0" / "checkpoint_final.pth").unlink()
+    with pytest.raises(CheckpointError, match=r"no fold_\*/checkpoint_final\.pth found .*fold_1 has no"):
+        load_nnunet_model(folder)
+
+
+def test_fold_with_nan_weights_is_refused(model_folder: Path, tmp_path: Path) -> None:
+    """A fold checkpoint whose weights hold NaN would predict NaN everywhere: refused, naming the file."""
+    folder = _copy_folder(model_folder, tmp_path, folds=(0,))
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    payload = load_nnunet_checkpoint(path)
+    name = next(iter(payload["network_weights"]))
+    payload["network_weights"][name] = torch.full_like(payload["network_weights"][name], float("nan"))
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite") as info:
+        load_nnunet_model(folder)
+    assert str(info.value).startswith(str(path))

@@ -182,7 +182,7 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     zarr_out = tmp_path / "mask.zarr"
     assert main(["postprocess", str(out), "-o", str(zarr_out), "-q"]) == 0  # zarr output
     cfg.write_text('{"t_lo": 0.3}')
-    assert main(args) == 1
+    assert main([*args, "--overwrite"]) == 1
     assert "cfg.json: unknown key(s) 't_lo'" in capsys.readouterr().err
 
 

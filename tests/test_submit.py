@@ -92,7 +92,8 @@ def test_submit_fails_with_exit_1_and_keeps_the_earlier_zip(setup, tmp_path, cap
     (data / "test_images" / f"{missing}.tif").unlink()
     out = tmp_path / "submission.zip"
     out.write_bytes(b"earlier")
-    code = main(["submit", "--model", str(model_a), "--data", str(data), "--out", str(out), "--quiet"])
+    argv = ["submit", "--model", str(model_a), "--data", str(data), "--out", str(out), "--overwrite"]
+    code = main([*argv, "--quiet"])
     assert code == 1
     err = capsys.readouterr().err
     assert f"error: id {missing}: test image" in err and "is missing (listed in" in err

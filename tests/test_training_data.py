@@ -162,3 +162,49 @@ def test_config_validation_and_round_trip() -> None:
         replace(config, epochs=0)
     with pytest.raises(ConfigError, match="unknown training settings"):
         TrainConfig.from_dict({**config.to_dict(), "epoch": 3})
+
+
+def test_challenge_folder_skips_absent_csv_ids_and_lists_every_half_pair(tmp_path: Path) -> None:
+    image, label = _sparse_volume((16, 16, 16))
+    for name in ("1", "2", "3"):
+        _write_pair(tmp_path / "ds", name, image, label)
+    (tmp_path / "ds" / "train.csv").write_text("id,scroll_id\n1,a\n2,a\n3,b\n4,b\n")  # 4: no file at all
+    with pytest.warns(UserWarning, match=r"train\.csv: 1 listed id\(s\) have no volume in train_images/: 4"):
+        assert [s.id for s in sources_from_folder(tmp_path / "ds")] == ["1", "2", "3"]
+    (tmp_path / "ds" / "train_labels" / "2.tif").unlink()
+    (tmp_path / "ds" / "train_images" / "3.tif").unlink()
+    with pytest.warns(UserWarning), pytest.raises(DatasetError) as info:
+        sources_from_folder(tmp_path / "ds")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'ds'}: 2 problem(s):")
+    assert "train_labels/2.tif: missing label for training id '2'" in message
+    assert "train_images/3.tif: missing image for training id '3'" in message
+
+
+def test_training_volumes_follow_the_intensity_rule(tmp_path: Path) -> None:
+    """A uint8-range model fine-tuned on a uint16 ×257 or float /255 copy sees the same normalised voxels
+    (announced), and a float volume outside [0, 1] or with NaN is refused naming the file."""
+    from napari_vesuvius.core.errors import VesuviusWarning
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 8, 8), dtype=np.uint8)
+    label = (rng.random((8, 8, 8)) > 0.7).astype(np.uint8)
+    write_volume(tmp_path / "l.tif", label)
+    norm = Normalization()  # the built-in models' fixed uint8 scaling, input range [0, 255]
+
+    def normalised(name: str, data: np.ndarray) -> np.ndarray:
+        write_volume(tmp_path / name, data)
+        volume = TrainingVolume(VolumeSource(name, tmp_path / name, tmp_path / "l.tif"), norm)
+        return volume.fitted_normalization.apply(volume.image)
+
+    reference = normalised("u8.tif", image)
+    with pytest.warns(VesuviusWarning, match=r"u16\.tif: intensities converted for training: uint16"):
+        np.testing.assert_allclose(normalised("u16.tif", image.astype(np.uint16) * 257), reference, atol=1e-5)
+    with pytest.warns(VesuviusWarning, match="float32 values in"):
+        np.testing.assert_allclose(normalised("f.tif", image.astype(np.float32) / 255), reference, atol=1e-5)
+    with pytest.raises(VolumeError, match=r"big\.tif: float intensities must lie in \[0, 1\]"):
+        normalised("big.tif", image.astype(np.float32))
+    nan = image.astype(np.float32) / 255
+    nan[3, 2, 1] = np.nan
+    with pytest.raises(VolumeError, match=r"nan\.tif: contains NaN or infinite values \(first at z=3\)"):
+        normalised("nan.tif", nan)

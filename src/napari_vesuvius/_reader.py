@@ -75,6 +75,23 @@ def layer_data(volume: LazyVolume, *, as_labels: bool | None = None) -> LayerDat
 
 
 def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
-    """Open each path lazily and return its layer-data tuple (errors name the file)."""
+    """Open each path lazily and return its layer-data tuple (errors name the file).
+
+    A block-wise output whose run was interrupted opens for viewing (commands refuse it) with a warning
+    notification and ``incomplete N/M blocks`` in its layer name, so it is never taken for a result.
+    """
+    from napari_vesuvius.core.errors import warn_user
+    from napari_vesuvius.core.scroll.store import output_progress
+
     paths = [path] if isinstance(path, str | Path) else list(path)
-    return [layer_data(open_volume(p)) for p in paths]
+    layers = []
+    for item in paths:
+        data, meta, kind = layer_data(open_volume(item, allow_incomplete=True))
+        progress = output_progress(item) if is_zarr_path(item) else None
+        if progress is not None:
+            done, total = progress
+            warn_user(item, f"incomplete block-wise output ({done} of {total} blocks done): shown as it is")
+            meta["name"] = f"{meta['name']} (incomplete {done}/{total} blocks)"
+            meta["metadata"]["incomplete"] = [done, total]
+        layers.append((data, meta, kind))
+    return layers

@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, help="dataset or training folder with the labelled volumes")
     parser.add_argument("--ids", nargs="+", help="the validation volume ids in --data")
     parser.add_argument("--out", type=Path, help="write the chosen post-processing config (JSON) here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--store", action="store_true", help="record the choice in the --model checkpoint")
     parser.add_argument("--device", help="auto, cpu, cuda or mps (default: auto, or the run's device)")
     parser.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default 2)")
@@ -49,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.model is None):
         print("error: give either --run-dir or --model (with --data and --ids)", file=sys.stderr)
         return 2
+    if args.out is not None:
+        from napari_vesuvius.core.outputs import check_output_path
+        from napari_vesuvius.core.training import rundir
+
+        inputs = [args.run_dir, args.model, args.data]
+        if args.run_dir is not None:  # the run's own files are inputs too
+            names = (rundir.CONFIG_JSON, rundir.CHECKPOINT_BEST, rundir.CHECKPOINT_LAST, rundir.TRAIN_STATE)
+            inputs += [args.run_dir / name for name in (*names, rundir.METRICS_JSONL)]
+        check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
     if args.run_dir is not None:
         from napari_vesuvius.core.training.postprocess_step import iter_choose_for_run
 

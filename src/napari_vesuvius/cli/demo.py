@@ -13,6 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+#: what ``demo`` writes in its work folder, and the file that marks a folder as a demo's
+DEMO_OUTPUTS = ("dataset", "run", "submission.zip")
+DEMO_MARKER = ".napari-vesuvius-demo"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from napari_vesuvius.core.demo import DemoSettings
@@ -34,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo's dataset, run and submission in --workdir",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.demo import DemoSettings, iter_demo
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="napari-vesuvius-demo-"))
+    workdir = prepare_workdir(args.workdir, args.overwrite) if args.workdir else None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="napari-vesuvius-demo-"))
     settings = DemoSettings(
         workdir=workdir,
         shape=(args.size,) * 3,
@@ -80,6 +90,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'mean':>12} {summary.mean_score:7.3f}")
     print("\ntimings: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.timings.items()))
     return 0
+
+
+def prepare_workdir(workdir: Path, overwrite: bool) -> Path:
+    """Check (and create) ``--workdir``: what an earlier demo wrote there is replaced only with
+    ``--overwrite``, and only when a demo made it (the marker file); anything else is never touched."""
+    from napari_vesuvius.core.atomic import remove_path
+    from napari_vesuvius.core.errors import OutputError
+    from napari_vesuvius.core.outputs import check_output_folder
+
+    check_output_folder(workdir)
+    present = [name for name in DEMO_OUTPUTS if (workdir / name).exists()]
+    if present:
+        shown = ", ".join(present)
+        if not (workdir / DEMO_MARKER).is_file():
+            raise OutputError(workdir, f"holds {shown} not written by a demo: choose another --workdir")
+        if not overwrite:
+            raise OutputError(workdir, f"holds an earlier demo's {shown} (use --overwrite)")
+        for name in present:
+            remove_path(workdir / name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text("written by napari-vesuvius demo\n")
+    return workdir
 
 
 def run_gui() -> int:

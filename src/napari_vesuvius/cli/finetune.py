@@ -77,13 +77,15 @@ def _corrected_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_vesuvius.cli.train import _LineProgress, _StopFlag
+    from napari_vesuvius.cli.train import _LineProgress, _StopFlag, check_run_dir
     from napari_vesuvius.core.errors import CancelledError
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
     from napari_vesuvius.core.proofread.finetune import finetune_config, iter_finetune, training_pairs
     from napari_vesuvius.core.training.config import AugmentConfig
 
     corrected = _corrected_pairs(args)
+    inputs = [args.model, args.postprocess, *args.data, *(path for pair in corrected for path in pair)]
+    check_run_dir(Path(args.run_dir), inputs)
     settings: dict[str, Any] = {
         "device": args.device, "val_patches": args.val_patches, "torch_threads": args.threads,
         "loader_threads": args.loader_threads,

@@ -1,4 +1,9 @@
-"""``napari-vesuvius info PATH``: shape, dtype, chunks and label counts of a volume, or a dataset summary."""
+"""``napari-vesuvius info PATH``: shape, dtype, chunks and label counts of a volume, or a dataset summary.
+
+For a dataset folder it also checks every volume (:mod:`napari_vesuvius.core.dataset_check`: headers,
+then a streamed check of label values and of NaN/Inf in float images; ``--no-counts``: headers only)
+and exits with 1 when any file is missing or bad, listing them all.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
+from napari_vesuvius.core.dataset import is_dataset_folder
+from napari_vesuvius.core.dataset_check import format_problems, iter_check_dataset
 from napari_vesuvius.core.labels import VALID_LABEL_VALUES
 from napari_vesuvius.core.progress import ConsoleProgress, run_job
+from napari_vesuvius.core.scroll.store import RESUME_HINT, output_progress
 from napari_vesuvius.core.volume_io import describe, is_label_volume, iter_label_counts, open_volume
 
 
@@ -20,15 +27,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     counts = parser.add_mutually_exclusive_group()
     counts.add_argument("--counts", action="store_true", help="always count voxels per value (reads it all)")
-    counts.add_argument("--no-counts", action="store_true", help="never count voxels per value")
+    counts.add_argument(
+        "--no-counts",
+        action="store_true",
+        help="never count voxels per value (for a dataset folder: check the file headers only)",
+    )
     parser.set_defaults(func=run)
 
 
 def volume_info(path: str | Path, *, counts: bool | None = None, progress: bool = False) -> dict[str, Any]:
     """Describe a volume; ``counts`` None = count values only when it looks like a label volume."""
-    with open_volume(path) as volume:
+    with open_volume(path, allow_incomplete=True) as volume:
         info = describe(volume)
         info["multiscale"] = volume.multiscale
+        progress = output_progress(volume.path) if volume.kind != "tiff" else None
+        if progress is not None:  # an interrupted block-wise output: describe it, say so
+            info["incomplete"] = {"blocks_done": progress[0], "blocks_total": progress[1]}
         looks_like_labels = is_label_volume(volume.path, volume.levels[-1])
         info["labels"] = looks_like_labels
         if counts or (counts is None and looks_like_labels):
@@ -39,16 +53,29 @@ def volume_info(path: str | Path, *, counts: bool | None = None, progress: bool 
     return info
 
 
-def dataset_info(path: str | Path) -> dict[str, Any]:
-    """Summary of a challenge dataset folder plus the missing files it has, if any."""
-    dataset = ChallengeDataset.open(path)
-    return {**dataset.summary(), "kind": "dataset", "problems": dataset.problems()}
+def dataset_info(path: str | Path, *, values: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Summary of a challenge dataset folder, its warnings and every missing or bad file (``problems``).
+
+    ``values`` False checks the headers only (no voxel data read).
+    """
+    on_progress = ConsoleProgress("checking") if progress else None
+    dataset, problems = run_job(iter_check_dataset(path, values=values), on_progress)
+    return {
+        **dataset.summary(),
+        "kind": "dataset",
+        "checked": "headers and values" if values else "headers",
+        "problems": problems,
+        "warnings": list(dataset.warnings),
+    }
 
 
 def _print_volume(info: dict[str, Any]) -> None:
     print(f"path:   {info['path']}")
     print(f"kind:   {info['kind']}{' (labels)' if info['labels'] else ''}")
     print(f"shape:  {tuple(info['shape'])}  dtype: {info['dtype']}  chunks: {tuple(info['chunks'])}")
+    if "incomplete" in info:
+        done, total = info["incomplete"]["blocks_done"], info["incomplete"]["blocks_total"]
+        print(f"incomplete: {done} of {total} blocks done (interrupted block-wise run; {RESUME_HINT})")
     if info["multiscale"]:
         for index, level in enumerate(info["levels"]):
             print(f"level {index}: shape {tuple(level['shape'])}  chunks {tuple(level['chunks'])}")
@@ -65,18 +92,21 @@ def _print_dataset(info: dict[str, Any]) -> None:
     print(f"train ids: {info['train']} ({info['labelled']} with labels)  test ids: {info['test']}")
     scrolls = ", ".join(f"{scroll}: {count}" for scroll, count in info["scrolls"].items())
     print(f"scrolls: {len(info['scrolls'])} ({scrolls})")
-    for problem in info["problems"]:
-        print(f"missing: {problem}")
+    bad = len(info["problems"])
+    print(f"checked ({info['checked']}): " + (f"{bad} bad or missing file(s)" if bad else "no problems"))
 
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if is_dataset_folder(path):
-        info = dataset_info(path)
+        info = dataset_info(path, values=not args.no_counts, progress=not args.json and sys.stderr.isatty())
         if args.json:
             print(json.dumps(info, indent=2))
         else:
             _print_dataset(info)
+        if info["problems"]:
+            print(f"error: {format_problems(path, info['problems'])}", file=sys.stderr)
+            return 1
         return 0
     counts = True if args.counts else (False if args.no_counts else None)
     info = volume_info(path, counts=counts, progress=not args.json and sys.stderr.isatty())

@@ -7,6 +7,7 @@ untrained (``metadata.trained = false``, ``epochs = 0``); its predictions are me
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--deep-supervision", action="store_true", help="build with deep-supervision heads")
     parser.add_argument("--mean", type=float, default=default.mean, help="normalisation: (x - mean) / std")
     parser.add_argument("--std", type=float, default=default.std)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint file")
     parser.set_defaults(func=run)
 
 
@@ -37,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.inference.checkpoint import save_checkpoint
     from napari_vesuvius.core.inference.model_api import Normalization
     from napari_vesuvius.core.inference.unet import build_unet, count_parameters, preset
+    from napari_vesuvius.core.outputs import check_output_path
 
-    if args.output.exists() and not args.overwrite:
-        raise CheckpointError(args.output, "exists (use --overwrite)")
-    if args.std <= 0:
-        raise CheckpointError(args.output, f"--std must be positive, got {args.std}")
+    check_output_path(args.output, overwrite=args.overwrite)
+    if not math.isfinite(args.std) or args.std <= 0:
+        raise CheckpointError(args.output, f"--std must be a positive number, got {args.std}")
+    if not math.isfinite(args.mean):
+        raise CheckpointError(args.output, f"--mean must be a finite number, got {args.mean}")
     config = preset(args.preset, deep_supervision=args.deep_supervision)
     try:
         config.check_patch_size(args.patch_size)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from napari_vesuvius import __version__
-from napari_vesuvius.core.errors import CancelledError, VesuviusError
+from napari_vesuvius.core.errors import CancelledError, VesuviusError, VesuviusWarning
 
 COMMAND_MODULES: tuple[str, ...] = (
     "info",
@@ -42,7 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """Show :class:`VesuviusWarning` as one ``warning: ...`` line on stderr (others as Python does)."""
+    if issubclass(category, VesuviusWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -56,8 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VesuviusError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except OSError as error:  # missing file, permission, full or read-only disk ...: name the path
+        from napari_vesuvius.core.outputs import os_error_message
+
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
         return 1
 
 

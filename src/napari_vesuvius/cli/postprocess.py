@@ -31,14 +31,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--write-default-config", metavar="JSON", help="write the default config to JSON and exit"
     )
     parser.add_argument("--timings", action="store_true", help="print seconds per step as JSON to stderr")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (an input never is)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.outputs import check_output_path
     from napari_vesuvius.core.postprocess import PostprocessConfig
 
     if args.write_default_config:
+        inputs = [args.prob, args.config, args.scan_mask_from, args.output]
+        check_output_path(args.write_default_config, inputs=inputs, overwrite=args.overwrite)
+        if args.prob and args.output:
+            _check_output(args)
         path = PostprocessConfig().save(args.write_default_config)
         print(f"wrote default config to {path}")
         if not args.prob:
@@ -46,18 +54,21 @@ def run(args: argparse.Namespace) -> int:
     if not args.prob or not args.output:
         print("error: postprocess needs PROB and --output (or --write-default-config)", file=sys.stderr)
         return 2
+    _check_output(args)
     config = PostprocessConfig.load(args.config) if args.config else PostprocessConfig()
-    _check_output(Path(args.output))
     return _postprocess(args, config)
 
 
-def _check_output(path: Path) -> None:
+def _check_output(args: argparse.Namespace) -> None:
+    """The mask path: a volume type, never an input, an existing file only with --overwrite."""
     from napari_vesuvius.core.errors import VolumeError
+    from napari_vesuvius.core.outputs import check_output_path
 
+    path = Path(args.output)
     if path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         raise VolumeError(path, "unsupported output type; use .tif, .tiff or .zarr")
-    if not path.parent.is_dir():
-        raise VolumeError(path, "parent folder does not exist")
+    inputs = [args.prob, args.config, args.scan_mask_from, args.write_default_config]
+    check_output_path(path, inputs=inputs, overwrite=args.overwrite)
 
 
 def _postprocess(args: argparse.Namespace, config: object) -> int:

@@ -13,7 +13,6 @@ resumes an interrupted run; different settings are refused (``--overwrite`` star
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -167,8 +166,28 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
         raise VolumeError(source, f"no volumes found (looked for {args.split} images / .tif / .zarr)")
     if target.exists() and not target.is_dir():
         raise VolumeError(target, "folder mode needs an output folder, but this is a file")
-    target.mkdir(parents=True, exist_ok=True)
     return [(vid, path, target / f"{vid}.{args.format}") for vid, path in inputs]
+
+
+def _check_outputs(args: argparse.Namespace, jobs: list[tuple[str, Path, Path]]) -> None:
+    """Refuse outputs that are inputs or exist (without --overwrite) before any work; make the folder."""
+    from napari_vesuvius.core.outputs import check_output_folder, check_output_path
+
+    inputs = [args.input, *args.model]
+    folder = Path(args.output)
+    created = False
+    if len(jobs) != 1 or jobs[0][1] != Path(args.input):  # folder mode
+        names = [target.name for _, _, target in jobs]
+        check_output_folder(folder, inputs=[*inputs, *(source for _, source, _ in jobs)], writes=names)
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for _, source, target in jobs:
+            check_output_path(target, inputs=[*inputs, source], overwrite=args.overwrite)
+    except BaseException:
+        if created:
+            folder.rmdir()
+        raise
 
 
 def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Path, label: str) -> Any:
@@ -185,11 +204,11 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
         if target.suffix.lower() == ".zarr":
             import zarr
 
+            from napari_vesuvius.core.atomic import remove_path, temp_sibling
             from napari_vesuvius.core.volume_io import cubic_chunks
+            from napari_vesuvius.core.volume_write import swap_in
 
-            tmp = target.with_name(f".{target.name}.partial")
-            if tmp.exists():
-                shutil.rmtree(tmp)
+            tmp = temp_sibling(target, ".partial.zarr")  # also removes a killed run's partial store
             dtype = np.dtype(dtype_name)
             out = zarr.create_array(
                 store=str(tmp),
@@ -200,12 +219,10 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
             )
             try:
                 result = run_job(predict_volume(volume.data, models, output=out, **kwargs), progress)
-                if target.exists():
-                    shutil.rmtree(target)
-                tmp.rename(target)
+                swap_in(tmp, target)  # an existing target stays until the new store is in place
             finally:
                 if tmp.exists():
-                    shutil.rmtree(tmp)
+                    remove_path(tmp)
         else:
             from napari_vesuvius.core.volume_io import write_volume
 
@@ -241,6 +258,10 @@ def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
         raise VolumeError(args.output, f"block-wise outputs are uint8 0-255 (got --dtype {args.dtype})")
     if not is_url(args.output) and not args.output.rstrip("/").lower().endswith(".zarr"):
         raise VolumeError(args.output, "block-wise output must be a .zarr / .ome.zarr folder or a zarr URL")
+    if not is_url(args.output):  # an existing output is resumed (or replaced with --overwrite)
+        from napari_vesuvius.core.outputs import refuse_inputs
+
+        refuse_inputs(args.output, [None if is_url(args.input) else args.input, *args.model])
     weights = args.weights or [1.0] * len(args.model)
     specs = [
         ModelSpec(Path(path), weight, None if folds is None else tuple(folds), args.checkpoint)
@@ -279,12 +300,11 @@ def run(args: argparse.Namespace) -> int:
     # this process exists for the run: tile threads reuse freed activations (core/heap.py)
     keep_freed_memory(single_arena=True)
     jobs = _jobs(args)
+    _check_outputs(args, jobs)
     loaded = [load_model(path, folds=folds, checkpoint=args.checkpoint) for path in args.model]
     weights = args.weights or [1.0] * len(loaded)
     models = [WeightedModel(m, w) for m, w in zip(loaded, weights, strict=True)]
     for index, (vid, source, target) in enumerate(jobs, 1):
-        if target.exists() and not args.overwrite:
-            raise VolumeError(target, "output exists (use --overwrite)")
         label = f"{vid} ({index}/{len(jobs)})" if len(jobs) > 1 else vid
         result = _predict_one(args, models, source, target, label)
         print(

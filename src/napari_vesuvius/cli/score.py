@@ -3,6 +3,11 @@
 PRED and LABEL are two volumes (.tif/.tiff or zarr) or two folders; folders are paired by name
 (``<id>.tif`` in PRED with ``<id>.tif``/``.tiff``/``.zarr`` in LABEL, or in LABEL/train_labels for a
 challenge dataset folder). Every prediction needs a label; labels without a prediction are skipped.
+
+Inputs are checked like ``export`` checks them: a prediction must be a 0/1 mask (bool or integer;
+float probabilities and 0/255 masks are refused with a hint), a label holds only 0, 1 and 2, and a
+block-wise output left incomplete by an interrupted run is refused. Volumes are read block by block and
+only the foreground box is held; ``--memory-limit`` (default: the available memory) caps the estimate.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.metric.memory import MEMORY_LIMIT_ENV, parse_bytes
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS, ScoreResult, ScoreSummary, score_volume
 from napari_vesuvius.core.progress import ConsoleProgress, Progress, run_job
 from napari_vesuvius.core.volume_io import TIFF_SUFFIXES, is_zarr_path, open_volume
@@ -38,7 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Betti matching implementation: ours (native/auto) or the reference betti_matching module",
     )
     parser.add_argument("--tolerance", type=float, default=2.0, help="SurfaceDice tolerance in voxels")
+    parser.add_argument(
+        "--memory-limit",
+        type=_memory_limit,
+        default=None,
+        metavar="SIZE",
+        help="refuse a volume whose estimated peak memory exceeds SIZE (e.g. 8G, 512M; default: "
+        f"${MEMORY_LIMIT_ENV} or the available memory)",
+    )
     parser.set_defaults(func=run)
+
+
+def _memory_limit(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _is_volume_path(path: Path) -> bool:
@@ -92,21 +113,27 @@ def find_pairs(pred: str | Path, label: str | Path) -> list[tuple[str, Path, Pat
 
 
 def iter_score_files(
-    pairs: list[tuple[str, Path, Path]], *, tolerance: float = 2.0, topo_backend: str = "auto"
+    pairs: list[tuple[str, Path, Path]],
+    *,
+    tolerance: float = 2.0,
+    topo_backend: str = "auto",
+    memory_limit: int | str | None = None,
 ) -> Iterator[Progress]:
-    """Job generator scoring file pairs one at a time; returns a ScoreSummary."""
+    """Job generator scoring file pairs one at a time (validated, see the module docstring); returns a
+    ScoreSummary. Errors name the file at fault."""
     ids: list[str] = []
     results: list[ScoreResult] = []
     yield Progress(0, len(pairs), "scoring")
     for done, (volume_id, pred_path, label_path) in enumerate(pairs, start=1):
         with open_volume(pred_path) as pred, open_volume(label_path) as label:
-            if pred.shape != label.shape:
-                raise VolumeError(
-                    pred_path, f"shape {pred.shape} does not match label {label_path} {label.shape}"
-                )
-            if len(pred.shape) != 3:
-                raise VolumeError(pred_path, f"expected a 3D volume, got shape {pred.shape}")
-            result = score_volume(pred.data, label.data, tolerance=tolerance, topo_backend=topo_backend)
+            result = score_volume(
+                pred.data,
+                label.data,
+                tolerance=tolerance,
+                topo_backend=topo_backend,
+                memory_limit=memory_limit,
+                names=(pred_path, label_path),
+            )
         ids.append(volume_id)
         results.append(result)
         yield Progress(done, len(pairs), f"{volume_id}: {result.score:.4f}")
@@ -144,7 +171,9 @@ def format_table(summary: ScoreSummary) -> str:
 
 def run(args: argparse.Namespace) -> int:
     pairs = find_pairs(args.pred, args.label)
-    job = iter_score_files(pairs, tolerance=args.tolerance, topo_backend=args.topo_backend)
+    job = iter_score_files(
+        pairs, tolerance=args.tolerance, topo_backend=args.topo_backend, memory_limit=args.memory_limit
+    )
     on_progress = ConsoleProgress("score") if len(pairs) > 1 and sys.stderr.isatty() else None
     summary: ScoreSummary = run_job(job, on_progress)
     if args.json:

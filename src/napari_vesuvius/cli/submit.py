@@ -10,7 +10,8 @@ offline competition notebook::
 Ensembles: repeat ``--model``; ``--weight W`` after a ``--model`` sets that model's weight (default 1).
 ``export`` zips masks already computed (``<id>.tif``, uint8 {0,1}) after validating them against the
 test images. Both exit with status 1 and a message naming the id and the problem when validation
-fails; an earlier submission.zip is then left as it was.
+fails; an earlier submission.zip is then left as it was. An existing ``--out`` is replaced only with
+``--overwrite`` (and only once the new zip is complete and verified).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out zip")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_submit)
 
@@ -119,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="challenge dataset folder or folder of test images (ids and shapes)",
     )
     export.add_argument("--out", type=Path, default=Path("submission.zip"), help="default: submission.zip")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out zip")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=run_export)
 
@@ -131,10 +134,13 @@ def _print_summary(summary: Any) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.outputs import check_output_path
     from napari_vesuvius.core.postprocess import PostprocessConfig
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
     from napari_vesuvius.core.submit import ModelSpec, iter_submit
 
+    inputs = [args.data, args.postprocess, *(path for path, _ in args.models)]
+    check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
     folds = None if args.folds is None else tuple(int(f) if f.isdigit() else f for f in args.folds)
     specs = [
         ModelSpec(path, 1.0 if weight is None else weight, folds, args.checkpoint)
@@ -157,8 +163,10 @@ def run_submit(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.export import iter_export_submission
+    from napari_vesuvius.core.outputs import check_output_path
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
 
+    check_output_path(args.out, inputs=[args.masks, args.data], overwrite=args.overwrite)
     job = iter_export_submission(args.masks, args.out, args.data)
     summary = run_job(job, None if args.quiet else ConsoleProgress("export"))
     _print_summary(summary)

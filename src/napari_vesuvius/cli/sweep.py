@@ -15,6 +15,7 @@ from pathlib import Path
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS
+from napari_vesuvius.core.outputs import check_output_path
 from napari_vesuvius.core.postprocess import ConfigError, PostprocessConfig
 from napari_vesuvius.core.progress import ConsoleProgress, run_job
 from napari_vesuvius.core.sweep import (
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--topo-backend", choices=TOPO_BACKENDS, default="auto", help="Betti matching backend"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --write-best file")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +68,17 @@ def ct_paths_for(ct: str | Path, ids: list[str]) -> dict[str, Path]:
     if missing:
         raise VolumeError(ct, f"no CT volume for id(s) {', '.join(missing)} (expected <id>.tif)")
     return {i: found[i] for i in ids}
+
+
+def check_shapes(pairs: list[tuple[str, Path, Path]]) -> None:
+    """Compare every probability/label pair's shapes from the headers, before any work, naming both."""
+    from napari_vesuvius.core.volume_io import open_volume
+
+    for _, prob_path, label_path in pairs:
+        with open_volume(prob_path) as prob, open_volume(label_path) as label:
+            if tuple(prob.shape) != tuple(label.shape):
+                shapes = f"shape {tuple(label.shape)} does not match the probabilities"
+                raise VolumeError(label_path, f"{shapes} {prob_path} {tuple(prob.shape)}")
 
 
 def format_table(result: SweepResult) -> str:
@@ -93,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
         values = parse_values(args.values)
     except ValueError as error:
         raise ConfigError(None, f"--values: {error}") from None
+    if args.write_best:
+        inputs = [args.prob, args.label, args.config, args.ct]
+        check_output_path(args.write_best, inputs=inputs, overwrite=args.overwrite)
     base = PostprocessConfig.load(args.config) if args.config else PostprocessConfig()
     pairs = find_pairs(args.prob, args.label)
+    check_shapes(pairs)
     ids = [volume_id for volume_id, _, _ in pairs]
     ct_paths = ct_paths_for(args.ct, ids) if args.ct else None
     job = iter_sweep(

@@ -229,6 +229,18 @@ class _StopFlag:
         return self.requested
 
 
+def check_run_dir(run_dir: Path, inputs: list[Any]) -> None:
+    """Refuse a run folder that is a file or an input, or whose files would replace an input."""
+    from napari_vesuvius.core.outputs import check_output_folder
+    from napari_vesuvius.core.training import rundir
+    from napari_vesuvius.core.training.postprocess_step import POSTPROCESS_JSON
+
+    names = (rundir.CONFIG_JSON, rundir.METRICS_JSONL, rundir.CHECKPOINT_LAST, rundir.CHECKPOINT_BEST,
+             rundir.TRAIN_STATE, rundir.TRAIN_LOG, rundir.PID_FILE, rundir.DATA_CHECK,
+             POSTPROCESS_JSON)  # fmt: skip
+    check_output_folder(run_dir, inputs=inputs, writes=names)
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.errors import CancelledError
     from napari_vesuvius.core.heap import keep_freed_memory
@@ -238,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.training.runner import train
 
     run_dir = Path(args.run_dir)
+    pairs = [path for pair in args.pair or [] for path in pair]
+    check_run_dir(run_dir, [*(args.data or []), *pairs, args.init, None if args.resume else args.config])
     config = _build_config(args)
     keep_freed_memory()  # this process exists for the run: reuse freed activations (core/heap.py)
 

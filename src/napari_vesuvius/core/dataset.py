@@ -4,6 +4,14 @@ Images and labels are paired by id (``<id>.tif``). ``train.csv`` / ``test.csv`` 
 give the ids and their scroll; without csvs the ids come from the file names. Snapshot folders such as
 ``deprecated_train_images/`` are ignored, and so are corrected label versions (``<id>.v001.tif``) and
 autosaves (``<id>.autosave.tif``) written by proofreading.
+
+Irregularities that do not stop the folder from being used are collected in
+:attr:`ChallengeDataset.warnings` (and emitted as :class:`~napari_vesuvius.core.errors.VesuviusWarning`,
+which the CLI prints on stderr): ids a csv lists without a volume file, volume files a csv does not list
+(ignored), ids repeated in a csv (used once), ids in both csvs, and two files for one id. Missing files
+of listed ids stay in the id lists: :meth:`ChallengeDataset.problems` reports them, and each command
+decides (``submit`` refuses them, ``predict`` and ``train`` skip ids without any file, saying so).
+Checking the volumes themselves (headers, label values, NaN) is :mod:`.dataset_check`.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError
+from .errors import DatasetError, warn_user
 from .proofread.naming import is_derived_name
 from .volume_io import TIFF_SUFFIXES
 
@@ -26,20 +34,41 @@ def _sort_key(volume_id: str) -> tuple[int, int | str]:
     return (0, int(volume_id)) if volume_id.isdigit() else (1, volume_id)
 
 
-def _tiffs_by_id(folder: Path) -> dict[str, Path]:
+def _tiffs_by_id(folder: Path, warnings: list[str] | None = None) -> dict[str, Path]:
+    """``id -> file`` of the volumes in ``folder``; a second file for one id (``5.tif`` and ``5.tiff``)
+    is ignored, with a warning appended to ``warnings``."""
     if not folder.is_dir():
         return {}
     found: dict[str, Path] = {}
-    for path in folder.iterdir():
+    for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith("."):
             if is_derived_name(path.name):  # a corrected version or an autosave, not a volume id
                 continue
-            found.setdefault(path.stem, path)
+            if path.stem in found:
+                if warnings is not None:
+                    warnings.append(
+                        f"{folder}: two files for id {path.stem!r} ({found[path.stem].name}, {path.name}): "
+                        f"using {found[path.stem].name}, ignoring {path.name}"
+                    )
+                continue
+            found[path.stem] = path
     return found
 
 
-def _read_csv(path: Path) -> dict[str, str | None]:
-    """``id -> scroll_id`` from a challenge csv (scroll_id None when the column is absent)."""
+def _id_list(ids: Iterable[str], limit: int = 20) -> str:
+    """``a, b, c`` (sorted naturally), the first ``limit`` ids and how many more."""
+    ordered = sorted(ids, key=_sort_key)
+    shown = ", ".join(ordered[:limit])
+    return shown + (f" ... and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def _read_csv(path: Path, warnings: list[str]) -> dict[str, str | None]:
+    """``id -> scroll_id`` from a challenge csv (scroll_id None when the column is absent).
+
+    An id listed more than once with the same scroll is used once (a warning says so); listed with
+    different scrolls it is refused: the scroll decides the validation split, and there is no way to
+    tell which row is right.
+    """
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -48,14 +77,31 @@ def _read_csv(path: Path) -> dict[str, str | None]:
                 listed = ", ".join(columns) or "none"
                 raise DatasetError(f"{path}: csv has no 'id' column (columns: {listed})")
             rows: dict[str, str | None] = {}
+            lines: dict[str, list[int]] = {}
             for line, row in enumerate(reader, start=2):
                 row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                if not row.get("id"):
+                volume_id = row.get("id")
+                if not volume_id:
                     raise DatasetError(f"{path}: line {line} has an empty id")
-                rows[row["id"]] = row.get("scroll_id") or None
-            return rows
+                scroll = row.get("scroll_id") or None
+                if volume_id in rows and rows[volume_id] != scroll:
+                    raise DatasetError(
+                        f"{path}: id {volume_id!r} is listed with different scroll_id values "
+                        f"({rows[volume_id]} on line {lines[volume_id][0]}, {scroll} on line {line})"
+                    )
+                rows.setdefault(volume_id, scroll)
+                lines.setdefault(volume_id, []).append(line)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DatasetError(f"{path}: cannot read csv ({error})") from error
+    repeated = {volume_id: found for volume_id, found in lines.items() if len(found) > 1}
+    if repeated:
+        where = "; ".join(
+            f"{volume_id!r} on lines {', '.join(str(n) for n in found)}"
+            for volume_id, found in sorted(repeated.items(), key=lambda item: _sort_key(item[0]))[:20]
+        )
+        more = f" ... and {len(repeated) - 20} more" if len(repeated) > 20 else ""
+        warnings.append(f"{path}: {len(repeated)} duplicate id(s), each used once: {where}{more}")
+    return rows
 
 
 def is_dataset_folder(path: str | Path) -> bool:
@@ -76,29 +122,63 @@ class ChallengeDataset:
     _labels: dict[str, Path] = field(default_factory=dict, repr=False)
     _test_images: dict[str, Path] = field(default_factory=dict, repr=False)
     _csv_of: dict[str, Path] = field(default_factory=dict, repr=False)
+    #: irregularities that do not stop the folder from being used (see the module docstring)
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, path: str | Path) -> ChallengeDataset:
-        """Index a dataset folder (reads only the csvs and directory listings, no volume data)."""
+        """Index a dataset folder (reads only the csvs and directory listings, no volume data).
+
+        Irregularities are collected in :attr:`warnings` and emitted as VesuviusWarnings.
+        """
         root = Path(path)
         if not is_dataset_folder(root):
             expected = f"{TRAIN_IMAGES}/ or {TEST_IMAGES}/"
             raise DatasetError(f"{root}: not a challenge dataset folder (no {expected})")
-        images, labels = _tiffs_by_id(root / TRAIN_IMAGES), _tiffs_by_id(root / TRAIN_LABELS)
-        test_images = _tiffs_by_id(root / TEST_IMAGES)
+        warnings: list[str] = []
+        images = _tiffs_by_id(root / TRAIN_IMAGES, warnings)
+        labels = _tiffs_by_id(root / TRAIN_LABELS, warnings)
+        test_images = _tiffs_by_id(root / TEST_IMAGES, warnings)
         scrolls: dict[str, str | None] = {}
         csv_of: dict[str, Path] = {}
         id_lists = []
-        for csv_name, files in ((TRAIN_CSV, images), (TEST_CSV, test_images)):
+        listings = ((TRAIN_CSV, TRAIN_IMAGES, images), (TEST_CSV, TEST_IMAGES, test_images))
+        for csv_name, folder, files in listings:
             csv_path = root / csv_name
             if csv_path.is_file():
-                rows = _read_csv(csv_path)
-                scrolls.update(rows)
-                csv_of.update(dict.fromkeys(rows, csv_path))
+                rows = _read_csv(csv_path, warnings)
+                for volume_id in rows:
+                    scrolls.setdefault(volume_id, rows[volume_id])
+                    csv_of.setdefault(volume_id, csv_path)
                 id_lists.append(sorted(rows, key=_sort_key))
+                absent = [i for i in rows if i not in files]
+                if absent:
+                    warnings.append(
+                        f"{csv_path}: {len(absent)} listed id(s) have no volume in {folder}/: "
+                        f"{_id_list(absent)}"
+                    )
+                unlisted = [i for i in files if i not in rows]
+                if unlisted:
+                    warnings.append(
+                        f"{root / folder}: {len(unlisted)} volume(s) not listed in {csv_name} are ignored: "
+                        f"{_id_list(unlisted)}"
+                    )
             else:
                 id_lists.append(sorted(files, key=_sort_key))
-        return cls(root, id_lists[0], id_lists[1], scrolls, images, labels, test_images, csv_of)
+        both = set(id_lists[0]) & set(id_lists[1])
+        if both:
+            warnings.append(
+                f"{root}: {len(both)} id(s) listed as both training and test volumes "
+                f"(used as training ids): {_id_list(both)}"
+            )
+        dataset = cls(root, id_lists[0], id_lists[1], scrolls, images, labels, test_images, csv_of, warnings)
+        for message in warnings:
+            warn_user(None, message)
+        return dataset
+
+    def missing_train_ids(self) -> list[str]:
+        """Training ids listed in ``train.csv`` with neither image nor label file (absent volumes)."""
+        return [i for i in self.train_ids if i not in self._images and i not in self._labels]
 
     @property
     def ids(self) -> list[str]:
@@ -163,11 +243,16 @@ class ChallengeDataset:
         return found
 
     def validate(self) -> None:
-        """Raise DatasetError listing every missing file (ids in a csv without file, labels without image)."""
+        """Raise DatasetError listing every missing file (ids in a csv without file, labels without image).
+
+        Only the folder listing: :func:`~napari_vesuvius.core.dataset_check.validate_dataset` checks the
+        volumes too.
+        """
+        from .dataset_check import format_problems
+
         found = self.problems()
         if found:
-            shown = found[:20] + ([f"... and {len(found) - 20} more"] if len(found) > 20 else [])
-            raise DatasetError(f"{self.root}: {len(found)} problem(s):\n  " + "\n  ".join(shown))
+            raise DatasetError(format_problems(self.root, found))
 
     def summary(self) -> dict[str, object]:
         """JSON-ready overview: counts of train/test ids, labelled ids, and volumes per scroll."""

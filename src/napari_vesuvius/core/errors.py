@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -39,3 +40,29 @@ class CheckpointError(VesuviusError, ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class OutputError(VesuviusError, ValueError):
+    """An output path is refused: it exists (without overwrite), is an input, or cannot be written.
+
+    Raised by :mod:`napari_vesuvius.core.outputs` before any work; the message starts with the path.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class VesuviusWarning(UserWarning):
+    """Input was accepted but converted, narrowed or partly skipped: the user must be told.
+
+    Raise these through :func:`warn_user`. The CLI prints them as one ``warning: ...`` line on stderr;
+    widgets show them in their log / as a napari notification.
+    """
+
+
+def warn_user(path: str | Path | None, problem: str) -> None:
+    """Emit a :class:`VesuviusWarning` whose message starts with the path, like the errors."""
+    message = f"{path}: {problem}" if path is not None else problem
+    warnings.warn(message, VesuviusWarning, stacklevel=2)

@@ -144,6 +144,7 @@ def iter_submit(
             job = predict_volume(
                 ct, members, step=step, gaussian=gaussian, tta_axes=tta_axes, batch_size=batch_size,
                 device=device, precision=precision, skip_air=skip_air, output_dtype="float16",
+                source=target.image,
             )  # fmt: skip
             result = yield from scaled(job, base, PREDICT_UNITS, total, label + "predict ")
             settings.setdefault("inference", result.settings)

@@ -38,6 +38,7 @@ from .postprocess.config import ConfigError, PostprocessConfig
 from .postprocess.pipeline import _check_scan, _run_steps, as_probability_array
 from .postprocess.threshold import ProbabilityKeys
 from .progress import Progress, run_job
+from .value_checks import label_problem
 
 #: Sweepable parameters and their value type, in the order a user interface lists them.
 SWEEP_PARAMETERS: dict[str, type] = {
@@ -347,6 +348,9 @@ def iter_sweep(
         prob = as_probability_array(_resolve(case.probability), case.name)
         keys = ProbabilityKeys(prob, case.name)
         label = np.asarray(_resolve(case.label))
+        problem = label_problem(label)  # values outside 0/1/2 would silently count as surface
+        if problem is not None:
+            raise VolumeError(case.name, problem)
         if label.shape != prob.shape:
             raise VolumeError(
                 case.name, f"label shape {label.shape} does not match probabilities {prob.shape}"
@@ -411,6 +415,15 @@ def load_volume_array(path: str | Path) -> np.ndarray:
         return np.asarray(volume.data.compute())
 
 
+def load_label_array(path: str | Path) -> np.ndarray:
+    """:func:`load_volume_array` of a label volume whose values must be 0, 1 or 2 (errors name the file)."""
+    label = load_volume_array(path)
+    problem = label_problem(label)
+    if problem is not None:
+        raise VolumeError(path, problem)
+    return label
+
+
 def cases_from_files(
     triples: Sequence[tuple[str, str | Path, str | Path]],
     ct_paths: dict[str, str | Path] | None = None,
@@ -423,7 +436,7 @@ def cases_from_files(
             SweepCase(
                 str(volume_id),
                 lambda p=prob_path: load_volume_array(p),
-                lambda p=label_path: load_volume_array(p),
+                lambda p=label_path: load_label_array(p),
                 None if ct is None else (lambda p=ct: load_volume_array(p) > 0),
             )
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VolumeError
+from .errors import VesuviusWarning, VolumeError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Target size of one dask chunk of a page-per-slice TIFF (whole z-slices, as many as fit, at least one).
@@ -22,6 +22,14 @@ TIFF_CHUNK_BYTES = 4 * 1024**2
 #: Viewing one full-resolution z-plane then decodes every chunk the plane crosses (128× the plane's
 #: bytes); large volumes are meant to be viewed through a pyramid (``write_ome_zarr``).
 ZARR_CHUNK_BYTES = 2 * 1024**2
+
+
+class VolumeWarning(VesuviusWarning):
+    """An input volume was read with a documented adjustment (axes squeezed, intensities converted).
+
+    The message starts with the file, like :class:`~napari_vesuvius.core.errors.VolumeError`; the CLI
+    prints it as one ``warning: ...`` line on stderr.
+    """
 
 
 def require_3d(shape: Sequence[int], path: Path) -> None:

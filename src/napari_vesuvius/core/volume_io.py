@@ -106,6 +106,15 @@ class _GuardedSource:
 _SOURCES: weakref.WeakValueDictionary[str, _GuardedSource] = weakref.WeakValueDictionary()
 
 
+def source_path(array: Any) -> Path | None:
+    """The file an array was opened from by this module (its dask array or guarded source), else None."""
+    if isinstance(array, da.Array):
+        source = _SOURCES.get(array.name)
+        return source.path if source is not None else None
+    path = getattr(array, "path", None) if isinstance(array, _GuardedSource) else None
+    return path
+
+
 def _as_dask(source: Any, path: Path, chunks: Sequence[int]) -> da.Array:
     guarded = _GuardedSource(source, path)
     meta = np.empty((0,) * guarded.ndim, dtype=guarded.dtype)
@@ -131,7 +140,7 @@ def _ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
     return None
 
 
-def _open_zarr(path: Path) -> LazyVolume:
+def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
     import zarr
 
     try:
@@ -140,6 +149,10 @@ def _open_zarr(path: Path) -> LazyVolume:
         raise VolumeError(
             path, f"not a readable zarr array or group ({type(error).__name__}: {error})"
         ) from error
+    if not allow_incomplete:  # an interrupted block-wise output would read as if complete
+        from .scroll.store import require_complete
+
+        require_complete(node.attrs, path)
     if isinstance(node, zarr.Array):
         require_3d(node.shape, path)
         return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr")
@@ -175,15 +188,19 @@ def is_zarr_path(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in (".zarray", ".zgroup", "zarr.json"))
 
 
-def open_volume(path: str | Path) -> LazyVolume:
-    """Open a .tif/.tiff file, zarr array, single-array zarr group or OME-Zarr pyramid lazily."""
+def open_volume(path: str | Path, *, allow_incomplete: bool = False) -> LazyVolume:
+    """Open a .tif/.tiff file, zarr array, single-array zarr group or OME-Zarr pyramid lazily.
+
+    A block-wise output whose run was interrupted is refused (VolumeError with the resume hint, see
+    :func:`.scroll.store.require_complete`) unless ``allow_incomplete`` (e.g. ``info`` describing it).
+    """
     path = Path(path)
     if not path.exists():
         raise VolumeError(path, "file not found")
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         return _open_tiff(path)
     if is_zarr_path(path):
-        return _open_zarr(path)
+        return _open_zarr(path, allow_incomplete)
     if path.is_dir():
         raise VolumeError(path, "directory is not a zarr array or OME-Zarr group")
     raise VolumeError(
@@ -337,6 +354,7 @@ __all__ = [
     "open_volume",
     "require_3d",
     "slab_chunks",
+    "source_path",
     "validate_label_values",
     "write_ome_zarr",
     "write_volume",

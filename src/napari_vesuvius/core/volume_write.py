@@ -1,7 +1,9 @@
 """Atomic writing of 3D volumes: page-per-slice TIFF (LZW), zarr arrays and OME-Zarr pyramids.
 
-Every writer fills a temporary sibling (``.<name>.<random>.tmp...``) and moves it onto the target only
-once it is complete, so a failure or a cancel leaves an existing target untouched. Data are computed
+Every writer fills a temporary sibling (``.<name>.<random>-<pid>-<host>.tmp...``, see
+:func:`~napari_vesuvius.core.atomic.temp_sibling`) and moves it onto the target only once it is complete,
+so a failure or a cancel leaves an existing target untouched; a killed writer's temporary is removed by
+the next write of the same target. Data are computed
 slab by slab (dask), so volumes larger than memory can be written. Long writes are generator jobs
 yielding :class:`~napari_vesuvius.core.progress.Progress`.
 """
@@ -25,10 +27,10 @@ from .progress import Progress, run_job
 from .volume_base import TIFF_SUFFIXES, cubic_chunks, require_3d, slab_chunks
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
+def swap_in(tmp: Path, target: Path) -> None:
     """Move a finished ``tmp`` onto ``target``; an existing target is kept until the move succeeded."""
     if tmp.is_dir() and target.exists():
-        old = temp_sibling(target, ".old")
+        old = temp_sibling(target, ".old", clean=False)  # may briefly hold the only copy: never cleaned
         os.replace(target, old)
         try:
             os.replace(tmp, target)
@@ -80,7 +82,7 @@ def iter_write_volume(
         else:
             zarr_chunks = tuple(chunks) if chunks else cubic_chunks(source.shape, source.dtype.itemsize)
             yield from _write_zarr(tmp, source, zarr_chunks, zarr_format)
-        _swap_in(tmp, path)
+        swap_in(tmp, path)
     finally:
         if tmp.exists():
             remove_path(tmp)
@@ -213,7 +215,7 @@ def iter_write_ome_zarr(
         group.attrs["multiscales"] = [
             {"version": "0.4", "name": path.stem, "axes": axes, "datasets": datasets}
         ]
-        _swap_in(tmp, path)
+        swap_in(tmp, path)
     finally:
         if tmp.exists():
             remove_path(tmp)

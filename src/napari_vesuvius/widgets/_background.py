@@ -8,7 +8,10 @@ Cancel button) that runs such a job in a napari thread worker:
 * Cancel asks the worker to stop at the next yield (the generator is closed, so its ``finally`` blocks
   clean up) and calls ``on_cancelled``;
 * the result is handed to ``on_result`` on the GUI thread; exceptions are shown to the user and passed
-  to ``on_error``.
+  to ``on_error``;
+* a :class:`~napari_vesuvius.core.errors.VesuviusWarning` raised by the job (input converted, ids or
+  folds skipped) is shown once as a napari warning notification, kept in ``warnings`` and passed to
+  ``on_warning``.
 
 Thread contract: the job runs on a worker thread and must not touch Qt widgets or layers; all callbacks
 run on the GUI thread.
@@ -50,6 +53,8 @@ class TaskRunner(Container):
         self._started = 0.0
         self._cancel_requested = False
         self.last_error: BaseException | None = None
+        #: the VesuviusWarning messages of the current job
+        self.warnings: list[str] = []
 
     @property
     def running(self) -> bool:
@@ -65,6 +70,7 @@ class TaskRunner(Container):
         on_error: Callable[[BaseException], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
         on_finished: Callable[[], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> Any:
         """Start ``job_factory()`` in a thread worker; returns the worker (tests may wait on it)."""
         from napari.qt.threading import create_worker
@@ -82,6 +88,7 @@ class TaskRunner(Container):
         self._started = time.perf_counter()
         self._cancel_requested = False
         self.last_error = None
+        self.warnings = []
         self.reports = 0
         self.progress_bar.value = 0
         self.status.value = f"{description}: starting"
@@ -139,6 +146,25 @@ class TaskRunner(Container):
             if on_finished is not None:
                 on_finished()
 
+        def warned(details: tuple[Any, ...]) -> None:
+            from napari.utils.notifications import show_warning
+
+            from napari_vesuvius.core.errors import VesuviusWarning
+
+            message, category = details[0], details[1]
+            if not (isinstance(category, type) and issubclass(category, VesuviusWarning)):
+                return
+            text = str(message)
+            if text in self.warnings:
+                return
+            self.warnings.append(text)
+            if not self._alive:
+                return
+            show_warning(text)
+            if on_warning is not None:
+                on_warning(text)
+
+        worker.warned.connect(warned)
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
         worker.errored.connect(errored)

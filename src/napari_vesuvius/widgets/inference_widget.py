@@ -59,6 +59,7 @@ class InferenceWidget(Container):
             label="output dtype", choices=["float16", "float32", "uint8"], value="float16"
         )
         self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
+        self.replace_zarr = CheckBox(text="replace an existing zarr output (never an open layer's file)")
         self.cluster = CheckBox(text="blocks on a dask cluster (zarr image → OME-Zarr, resumable)")
         self.workers = SpinBox(
             label="workers", min=0, max=256, value=0, tooltip="0 = one per GPU, else cores/4"
@@ -75,8 +76,8 @@ class InferenceWidget(Container):
         super().__init__(
             widgets=[
                 self.image, self.models, self.device, self.precision, self.step, tta, self.batch_size,
-                self.output_dtype, self.output_zarr, self.cluster, self.workers, self.scheduler,
-                self.run_button, self.message, self.task, self.log,
+                self.output_dtype, self.output_zarr, self.replace_zarr, self.cluster, self.workers,
+                self.scheduler, self.run_button, self.message, self.task, self.log,
             ]
         )  # fmt: skip
         self._last_refresh = 0.0
@@ -131,7 +132,13 @@ class InferenceWidget(Container):
             return start_block_run(self, image_layer, specs, self._block_settings())
         volume = layer_array(image_layer)
         name = f"{image_layer.name} probability"
-        output = self._make_output(tuple(volume.shape))
+        from napari_vesuvius.core.errors import VesuviusError
+
+        try:
+            output = self._make_output(tuple(volume.shape), [spec.path for spec in specs])
+        except VesuviusError as error:
+            self.message.value = str(error)
+            return None
         layer = self._probability_layer(name, output, image_layer, _stored_clean_up(specs))
         settings = {
             "step": float(self.step.value),
@@ -139,6 +146,10 @@ class InferenceWidget(Container):
             "batch_size": int(self.batch_size.value),
             "device": self.device.value,
             "precision": self.precision.value,
+            # errors and conversion notices name the layer's file, else the layer
+            "source": image_layer.metadata.get("path")
+            or getattr(image_layer.source, "path", None)
+            or f"layer {image_layer.name!r}",
         }
 
         def job() -> Generator[Progress, None, Any]:
@@ -197,13 +208,26 @@ class InferenceWidget(Container):
             "precision": self.precision.value,
         }
 
-    def _make_output(self, shape: tuple[int, ...]) -> Any:
-        """An in-memory array, or a zarr array at the chosen path, of the output dtype."""
+    def _make_output(self, shape: tuple[int, ...], models: tuple[Any, ...] | list[Any] = ()) -> Any:
+        """An in-memory array, or a zarr array at the chosen path, of the output dtype.
+
+        The path is checked first (core.outputs): never a file a layer was opened from or a model, and
+        an existing store is replaced (``mode="w"`` deletes it) only when *replace* is ticked.
+        """
         dtype = np.dtype(self.output_dtype.value)
         target = str(self.output_zarr.value or "").strip()
         if target in ("", "."):
             return np.zeros(shape, dtype=dtype)
         import zarr
+
+        from napari_vesuvius.core.outputs import check_output_path
+
+        opened = [getattr(layer.source, "path", None) for layer in self.viewer.layers]
+        opened += [layer.metadata.get("path") for layer in self.viewer.layers]
+        check_output_path(
+            target, inputs=[*opened, *models], overwrite=self.replace_zarr.value,
+            hint="tick 'replace an existing zarr output' to replace it",
+        )  # fmt: skip
 
         chunks = tuple(min(128, n) for n in shape)
         return zarr.open_array(target, mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)

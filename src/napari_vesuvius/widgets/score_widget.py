@@ -1,7 +1,9 @@
 """Score dock widget: the leaderboard score of a mask, and parameter sweeps with a score-vs-value plot.
 
-* **Score** scores a mask layer (Labels, or an Image taken as ``!= 0``) against a label layer (0/1/2)
-  in the background and shows the breakdown (TopoScore per dimension, SurfaceDice, VOI split/merge).
+* **Score** scores a mask layer (Labels or Image holding 0/1) against a label layer (0/1/2) in the
+  background and shows the breakdown (TopoScore per dimension, SurfaceDice, VOI split/merge). Inputs
+  are checked like ``napari-vesuvius score`` checks them (a probability Image is refused: threshold it
+  first); the reason shows in the message line.
 * **Sweep** post-processes a probability layer with each value of one parameter (base config from a
   docked Tune widget, the defaults or a JSON file), scores each mask, plots score vs value and offers
   to put the best value into the Tune widget (or into the config file when no Tune widget is docked).
@@ -296,14 +298,15 @@ class ScoreWidget(Container):
             self._fail(error)
             return None
         pred, label = layer_array(self.mask.value), layer_array(self.labels_layer.value)
-        title = f"{self.mask.value.name} vs {self.labels_layer.value.name}"
+        names = (self.mask.value.name, self.labels_layer.value.name)
+        title = f"{names[0]} vs {names[1]}"
 
         def job() -> Any:
             from napari_vesuvius.core.metric import score_volume
             from napari_vesuvius.core.progress import Progress
 
             yield Progress(0, 1, "scoring")
-            result = score_volume(pred, label)
+            result = score_volume(pred, label, names=names)  # refusals name the layer
             yield Progress(1, 1, f"score {result.score:.4f}")
             return result
 

@@ -1,7 +1,9 @@
 """Submission mask rules: uint8 (bool/int accepted) with values {0, 1}, the source's shape; LZW TIFF.
 
 Float masks are refused whatever their values (a value like 1.00000002 is not 1, and casting would
-hide a missing threshold step); so are values outside {0, 1}. Every message names the id or file.
+hide a missing threshold step); so are values outside {0, 1}. The value rule itself lives in
+:mod:`napari_vesuvius.core.value_checks` (``score`` applies the same one). Every message names the id
+or file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VesuviusError
+from ..value_checks import mask_problem
 
 #: TIFF compression tag value of LZW (what the challenge's own volumes use).
 LZW_TAG = 5
@@ -41,42 +44,16 @@ class SubmissionTarget:
     image: Path | None = None
 
 
-def _bad_value_text(values: np.ndarray, voxels: int) -> str:
-    shown = ", ".join(repr(v.item()) for v in values[:6]) + (" ..." if len(values) > 6 else "")
-    return f"values must be 0 or 1; found {shown} in {voxels} voxel(s)"
-
-
 def check_binary(array: Any, where: str | Path | None) -> None:
-    """Raise SubmissionError unless ``array`` is bool or integer holding only 0 and 1 (chunk-wise for dask).
+    """Raise SubmissionError unless ``array`` is bool or integer holding only 0 and 1 (chunk-wise).
 
-    Float masks are refused whatever their values: a value like 1.00000002 is not 1, and casting would
-    hide a missing threshold step.
+    The rule is :func:`napari_vesuvius.core.value_checks.mask_problem`, shared with ``score``: float
+    masks are refused whatever their values (a value like 1.00000002 is not 1, and casting would hide a
+    missing threshold step), and so are values outside {0, 1} (0/255 included).
     """
-    dtype = np.dtype(array.dtype)
-    if dtype == np.bool_:
-        return
-    if dtype.kind not in "iu":
-        raise SubmissionError(
-            where,
-            f"mask dtype is {dtype}; a submission mask must be uint8 (or bool/integer) with values {{0, 1}}. "
-            "Float masks are refused, not cast: threshold the probabilities first (post-processing)",
-        )
-    if not isinstance(array, np.ndarray) and (hasattr(array, "compute") or hasattr(array, "chunks")):
-        import dask.array as da
-
-        from ..volume_io import label_counts
-
-        lazy = array if isinstance(array, da.Array) else da.from_array(array, chunks=array.chunks)
-        counts = label_counts(lazy)
-        bad = np.array(sorted(v for v in counts if v not in (0, 1)))
-        if bad.size:
-            raise SubmissionError(where, _bad_value_text(bad, sum(counts[v] for v in bad.tolist())))
-        return
-    array = np.asarray(array)
-    outside = (array > 1) | (array < 0) if dtype.kind == "i" else array > 1
-    voxels = int(np.count_nonzero(outside))
-    if voxels:
-        raise SubmissionError(where, _bad_value_text(np.unique(array[outside]), voxels))
+    problem = mask_problem(array)
+    if problem is not None:
+        raise SubmissionError(where, problem)
 
 
 def as_submission_mask(mask: Any, target: SubmissionTarget, source: str | Path | None = None) -> np.ndarray:

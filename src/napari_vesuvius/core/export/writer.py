@@ -6,7 +6,9 @@ are refused here with a :class:`SubmissionError` naming the id and the problem i
 silently cast. :class:`SubmissionWriter` builds the zip in a hidden temporary file next to the target,
 re-opens and decodes every entry (comparing a SHA-256 of each mask) and only then ``os.replace``\\ s it
 onto the target: a failure, a cancel (``GeneratorExit`` at a yield) or a crash never leaves a
-half-written ``submission.zip`` and never damages an earlier one.
+half-written ``submission.zip`` and never damages an earlier one. The temporary's name carries the
+writer's pid (:func:`~napari_vesuvius.core.atomic.temp_sibling`), so the next export to the same target
+removes what a killed one left behind.
 
 Masks are handled one at a time (memory: one volume), so this also works for long test sets.
 """

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_vesuvius.core.errors import CheckpointError, VesuviusError
-from napari_vesuvius.core.inference.model_api import Normalization
+from napari_vesuvius.core.inference.model_api import Normalization, require_finite_statistics
 
 
 class NnUNetPlansError(CheckpointError):
@@ -45,6 +45,7 @@ class MaskedZScoreNormalization(Normalization):
         data = data.astype(np.float64)
         inside = data != 0
         count, total, squares = da.compute(inside.sum(), data.sum(), (data * data).sum())
+        require_finite_statistics(volume, total, squares)
         if count == 0:
             return replace(self, mean=0.0, std=1.0)
         mean = float(total) / float(count)
@@ -103,6 +104,23 @@ def find_folds(folder: str | Path, checkpoint: str = "checkpoint_final.pth") -> 
         elif suffix == "all":
             found.append("all")
     return sorted(found, key=lambda f: (isinstance(f, str), f if isinstance(f, int) else 0))
+
+
+def skipped_folds(folder: str | Path, checkpoint: str = "checkpoint_final.pth") -> list[str]:
+    """Why each ``fold_*`` entry that :func:`find_folds` leaves out is left out (one phrase each)."""
+    folder = Path(folder)
+    reasons: list[str] = []
+    for path in sorted(folder.glob("fold_*")):
+        suffix = path.name[len("fold_") :]
+        if not path.is_dir():
+            reasons.append(f"{path.name} is not a folder")
+        elif not (suffix.isdigit() or suffix == "all"):
+            reasons.append(f"{path.name} is not a fold name (fold_<number> or fold_all)")
+        elif not (path / checkpoint).is_file():
+            others = sorted(p.name for p in path.glob("checkpoint*.pth"))
+            has = f" (it has {', '.join(others)})" if others else ""
+            reasons.append(f"{path.name} has no {checkpoint}{has}")
+    return reasons
 
 
 def configuration_from_folder_name(folder: Path) -> str | None:
@@ -220,17 +238,22 @@ def normalization_from_plans(
                 "CTNormalization needs foreground_intensity_properties_per_channel['0'] with "
                 f"{', '.join(keys)}",
             )
-        return Normalization(
-            kind="ct",
-            mean=float(props["mean"]),
-            std=float(props["std"]),
-            lower=float(props["percentile_00_5"]),
-            upper=float(props["percentile_99_5"]),
-        )
+        try:  # Normalization refuses std <= 0, non-finite numbers and lower > upper
+            return Normalization(
+                kind="ct",
+                mean=props["mean"],
+                std=props["std"],
+                lower=props["percentile_00_5"],
+                upper=props["percentile_99_5"],
+            )
+        except ValueError as error:
+            raise NnUNetPlansError(
+                plans_path, f"foreground_intensity_properties_per_channel['0']: {error}"
+            ) from None
     if scheme == "ZScoreNormalization":
         return MaskedZScoreNormalization() if use_mask else Normalization(kind="zscore", mean=0.0, std=1.0)
     if scheme == "NoNormalization":
-        return Normalization(kind="scale", mean=0.0, std=1.0)
+        return Normalization(kind="scale", mean=0.0, std=1.0, input_range=None)  # raw values, any dtype
     if scheme == "RGBTo01Normalization":
         return Normalization(kind="scale", mean=0.0, std=255.0)
     raise NnUNetPlansError(

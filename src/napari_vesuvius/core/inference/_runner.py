@@ -20,14 +20,15 @@ faster equivalents (``_cpu_layers.py``). Both give the same probabilities up to 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_vesuvius.core.errors import VesuviusError
+from napari_vesuvius.core.errors import VesuviusError, VolumeError
 from napari_vesuvius.core.progress import Progress
 
 from . import _device
@@ -51,9 +52,13 @@ class ModelRunner:
         precision: str,
         skip_air: bool,
         grid: Sequence[Sequence[int]] | None = None,
+        check: Callable[[np.ndarray, int], None] | None = None,
+        source: str | Path | None = None,
     ) -> None:
         # ``grid``: tile starts per axis in padded coordinates (default: the nnU-Net grid of ``volume``).
         # The block runner (``blocks.py``) passes the part of a larger volume's grid that covers a block.
+        # ``check(raw, z0)`` validates every slab read (``intensity.VoxelCheck``: NaN/Inf, value range);
+        # ``source`` names the volume's file in errors.
         self.volume = volume
         self.model = model
         self.shape = tuple(int(s) for s in volume.shape)
@@ -67,7 +72,15 @@ class ModelRunner:
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.skip_air = skip_air
-        self.normalization = model.normalization.fit(volume)
+        self.check = check
+        try:
+            self.normalization = model.normalization.fit(volume)
+        except VolumeError as error:  # statistics of a volume holding NaN: name the file we know
+            if error.path is not None or source is None:
+                raise
+            raise VolumeError(source, error.problem) from error
+        except ValueError as error:
+            raise VolumeError(source, f"cannot normalise the volume: {error}") from error
         self.mirror = [tuple(a + 2 for a in combo) for combo in mirror_combinations(tta_axes)]
         self.networks = [net.to(device).eval() for net in model.networks]
         self.cpu_workers = 1
@@ -96,6 +109,8 @@ class ModelRunner:
         bz, by, bx = self.before
         a, b = max(z0 - bz, 0), min(z0 + pz - bz, self.shape[0])
         raw = np.asarray(self.volume[a:b])
+        if self.check is not None:
+            self.check(raw, a)
         norm = self.normalization.apply(raw)
         if raw.shape == (pz, self.full[1], self.full[2]):
             return raw, norm

@@ -17,6 +17,11 @@ its real overhead (small scanned regions cut by block borders cost more).
 Air follows the engine's rules: a block whose own voxels are all 0 is all 0 in the output (``ct == 0``
 → 0) and is not computed at all; inside a computed block, tiles whose raw voxels are all 0 are skipped
 by the runner exactly as in the in-memory pass. Pure numpy/torch: no dask, no zarr.
+
+Input values follow :mod:`.intensity` as in the engine: each block folds the dtype's conversion into
+the normalisations (silently: the run announces it once, see ``intensity.check_input_dtype``) and
+refuses NaN/Inf (and, for a float → uint8 map, values outside [0, 1]) in the voxels it reads, naming
+the volume's file (``volume.path`` when the volume has one) and the z of the first bad slice.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ._tiling import padded_shape, tile_starts
+from .intensity import adapt_normalizations, check_input_dtype, voxel_check
 from .model_api import InferenceModel, Normalization, WeightedModel
 
 Index3 = tuple[int, int, int]
@@ -189,7 +195,11 @@ def predict_block(
     key = (int(index[0]), int(index[1]), int(index[2]))
     region = grid.region(key)
     patches = [tuple(int(p) for p in m.model.patch_size) for m in members]
-    raw, ranges = _read_input(volume, grid, region, patches[0], step)
+    source = getattr(volume, "path", None)
+    conversions = check_input_dtype(members, volume.dtype, source, announce=False)
+    normalizations = adapt_normalizations(normalizations, conversions)
+    check = voxel_check(members, conversions, source)
+    raw, ranges = _read_input(volume, grid, region, patches[0], step, check)
     raw_block = raw[
         tuple(slice(r.start - lo, r.stop - lo) for r, (lo, _, _) in zip(region, ranges, strict=True))
     ]
@@ -206,7 +216,7 @@ def predict_block(
     for member, fitted, patch in zip(members, normalizations, patches, strict=True):
         model: InferenceModel = member.model
         if patch not in inputs:
-            inputs[patch] = _trim(*_read_input(volume, grid, region, patch, step), patch)
+            inputs[patch] = _trim(*_read_input(volume, grid, region, patch, step, check), patch)
         raw, origin, starts = inputs[patch]
         runner = ModelRunner(
             raw,
@@ -254,15 +264,22 @@ def predict_block(
 
 
 def _read_input(
-    volume: Any, grid: BlockGrid, region: Region, patch: Sequence[int], step: float
+    volume: Any,
+    grid: BlockGrid,
+    region: Region,
+    patch: Sequence[int],
+    step: float,
+    check: Callable[[np.ndarray, int], None],
 ) -> tuple[np.ndarray, list[tuple[int, int, list[int]]]]:
-    """The voxels of every tile overlapping the block (block + halo) and, per axis, their range in the
-    volume and the tile starts relative to it."""
+    """The voxels of every tile overlapping the block (block + halo), checked by ``check``, and, per
+    axis, their range in the volume and the tile starts relative to it."""
     ranges = [
         a.input_range(r.start, r.stop)
         for a, r in zip(axis_tiles(grid.shape, patch, step), region, strict=True)
     ]
-    return np.asarray(volume[tuple(slice(lo, hi) for lo, hi, _ in ranges)]), ranges
+    raw = np.asarray(volume[tuple(slice(lo, hi) for lo, hi, _ in ranges)])
+    check(raw, ranges[0][0])
+    return raw, ranges
 
 
 def _trim(

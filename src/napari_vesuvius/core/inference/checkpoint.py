@@ -13,6 +13,11 @@ A network imported from nnU-Net and fine-tuned is stored the same way with ``"ar
 entry (``network_class_name``, ``arch_kwargs``, ``_kw_requires_import``), ``in_channels``,
 ``num_classes`` and ``masked_normalization``; loading rebuilds it with dynamic-network-architectures
 (only classes from that package and ``torch.nn``, as for nnU-Net folders).
+
+``normalization.input_range`` records the intensity range of the training data (``[0, 255]`` for
+uint8 CT; absent in older checkpoints, which read as ``[0, 255]``): see :mod:`.intensity`. Loading
+checks every field for type and range and the weights for NaN/Inf (``_checkpoint_checks``), so a
+crafted checkpoint is refused with a :class:`CheckpointError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from napari_vesuvius.core.atomic import atomic_file
 from napari_vesuvius.core.errors import CheckpointError
 
+from . import _checkpoint_checks as checks
 from .model_api import InferenceModel, Normalization
 from .unet import UNetConfig
 
@@ -210,7 +216,10 @@ def _load_payload(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         raise CheckpointError(
             path, f"not a napari-vesuvius checkpoint (keys: {sorted(map(str, payload))[:8]}){hint}"
         )
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise CheckpointError(path, f"field 'format_version' must be a non-negative integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             path, f"checkpoint format version {payload.get('format_version')} is newer than this plugin's"
         )
@@ -222,61 +231,63 @@ def _load_payload(path: Path, *, mmap: bool = False) -> dict[str, Any]:
 
 
 def _info_from_payload(path: Path, payload: dict[str, Any]) -> CheckpointInfo:
-    if payload.get("architecture") == NNUNET_ARCHITECTURE:
+    """Every description field checked (``_checkpoint_checks``): CheckpointError naming the field."""
+    architecture = payload.get("architecture", ARCHITECTURE)
+    if architecture == NNUNET_ARCHITECTURE:
         return _nnunet_info(path, payload)
-    if payload.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-        raise CheckpointError(path, f"unknown architecture {payload.get('architecture')!r}")
+    if architecture != ARCHITECTURE:
+        raise CheckpointError(path, f"unknown architecture {architecture!r}"[:300])
+    config = checks.unet_config(path, payload["config"])
+    patch = checks.patch_size(path, payload["patch_size"])
     try:
-        config = UNetConfig.from_dict(payload["config"])
-        patch = tuple(int(p) for p in payload["patch_size"])
         config.check_patch_size(patch)
-        normalization = Normalization.from_dict(payload["normalization"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(path, f"invalid checkpoint description: {error}") from error
+    except ValueError as error:
+        raise CheckpointError(path, f"field 'patch_size': {error}") from None
     return CheckpointInfo(
         path=path,
         config=config,
-        patch_size=(patch[0], patch[1], patch[2]),
-        normalization=normalization,
-        surface_class=int(payload.get("surface_class", 1)),
-        metadata=dict(payload.get("metadata") or {}),
+        patch_size=patch,
+        normalization=checks.normalization(path, payload["normalization"]),
+        surface_class=checks.surface_class(path, payload.get("surface_class", 1), config.num_classes),
+        metadata=checks.metadata(path, payload.get("metadata")),
     )
 
 
 def _nnunet_info(path: Path, payload: dict[str, Any]) -> CheckpointInfo:
-    nnunet = payload["nnunet"]
-    try:
-        if not isinstance(nnunet, dict) or not isinstance(nnunet.get("architecture"), dict):
-            raise ValueError("'nnunet' lacks the plans' architecture entry")
-        patch = tuple(int(p) for p in payload["patch_size"])
-        if len(patch) != 3 or min(patch) < 1:
-            raise ValueError(f"invalid patch size {patch}")
-        normalization = Normalization.from_dict(payload["normalization"])
-        if nnunet.get("masked_normalization"):
-            from ._nnunet_plans import MaskedZScoreNormalization
+    nnunet = checks.nnunet_fields(path, payload["nnunet"])
+    stored = payload["normalization"]
+    # saved before the intensity range was recorded: nnU-Net's NoNormalization (scale, mean 0, std 1)
+    # takes raw values; RGBTo01Normalization (std 255) expects 0-255 (the default)
+    no_normalization = {"kind": "scale", "mean": 0, "std": 1}
+    if (
+        isinstance(stored, dict)
+        and "input_range" not in stored
+        and all(stored.get(key) == value for key, value in no_normalization.items())
+    ):
+        stored = {**stored, "input_range": None}
+    normalization = checks.normalization(path, stored)
+    if nnunet.get("masked_normalization"):
+        from ._nnunet_plans import MaskedZScoreNormalization
 
-            normalization = MaskedZScoreNormalization(**normalization.to_dict())
-        int(nnunet["num_classes"])
-    except (TypeError, ValueError, KeyError) as error:
-        raise CheckpointError(path, f"invalid checkpoint description: {error}") from error
+        normalization = MaskedZScoreNormalization(**normalization.to_dict())
     return CheckpointInfo(
         path=path,
         config=None,
-        patch_size=(patch[0], patch[1], patch[2]),
+        patch_size=checks.patch_size(path, payload["patch_size"]),
         normalization=normalization,
-        surface_class=int(payload.get("surface_class", 1)),
-        metadata=dict(payload.get("metadata") or {}),
+        surface_class=checks.surface_class(path, payload.get("surface_class", 1), nnunet["num_classes"]),
+        metadata=checks.metadata(path, payload.get("metadata")),
         architecture=NNUNET_ARCHITECTURE,
-        nnunet=dict(nnunet),
+        nnunet=nnunet,
     )
 
 
 def _build_nnunet_network(path: Path, info: CheckpointInfo) -> Any:
-    from .nnunet import _build_network, _require_dna
+    from .nnunet import build_network, require_dna
 
     assert info.nnunet is not None
-    _require_dna()
-    return _build_network(
+    require_dna()
+    return build_network(
         {"architecture": info.nnunet["architecture"]},
         int(info.nnunet.get("in_channels", 1)),
         int(info.nnunet["num_classes"]),
@@ -301,11 +312,12 @@ def load_checkpoint(path: str | Path) -> InferenceModel:
     path = Path(path)
     payload = _load_payload(path)
     info = _info_from_payload(path, payload)
-    network = build_unet(info.config) if info.config is not None else _build_nnunet_network(path, info)
-    try:
-        network.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise CheckpointError(path, f"weights do not match the stored architecture: {error}"[:400]) from error
+    weights = checks.state_dict(path, payload["state_dict"])
+    config = info.config
+    if config is not None:
+        network = checks.build_matching(path, lambda: build_unet(config), weights)
+    else:
+        network = checks.build_matching(path, lambda: _build_nnunet_network(path, info), weights)
     network.eval()
     return InferenceModel(
         networks=[network],

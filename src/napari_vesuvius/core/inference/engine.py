@@ -11,6 +11,10 @@ zarr output keeps the attribute ``complete: false``; the caller gets ``Cancelled
 ``run_job`` instead of a result.
 
 The semantics match nnU-Net v2's predictor with the same patch, step, Gaussian and mirroring.
+
+Input values follow the intensity rule of :mod:`.intensity`: a volume whose dtype differs from what a
+model was trained on is converted (announced with a warning) or refused, and NaN/Inf voxels are
+refused with a VolumeError naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,7 @@ import numpy as np
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.progress import Progress, run_job
 
+from .intensity import prepare_input
 from .model_api import InferenceModel, WeightedModel
 
 OUTPUT_DTYPES = ("float16", "float32", "uint8")
@@ -131,6 +137,7 @@ def predict_volume(
     output: Any = None,
     output_dtype: str = "float16",
     skip_air: bool = True,
+    source: str | Path | None = None,
 ) -> Generator[Progress, None, PredictionResult]:
     """Sliding-window surface probability of a ``(Z, Y, X)`` CT volume (numpy or dask).
 
@@ -138,7 +145,8 @@ def predict_volume(
     tile stride as a fraction of the patch (nnU-Net's ``tile_step_size``). ``tta_axes``: mirror over
     every combination of these axes (0=z, 1=y, 2=x) and average the logits. ``output``: ``None`` for a
     new numpy array of ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own
-    dtype decides the conversion). Returns a :class:`PredictionResult`.
+    dtype decides the conversion). ``source``: the volume's file, named in errors and warnings
+    (default: the file a ``volume_io`` array was opened from). Returns a :class:`PredictionResult`.
     """
     from . import _device
     from ._runner import ModelRunner
@@ -153,7 +161,11 @@ def predict_volume(
     axes = tuple(sorted(set(int(a) for a in tta_axes)))
     if any(a not in (0, 1, 2) for a in axes):
         raise ValueError(f"tta_axes must be a subset of (0, 1, 2), got {tuple(tta_axes)}")
-    members = _as_members(models)
+    if source is None:
+        from napari_vesuvius.core.volume_io import source_path
+
+        source = source_path(volume)
+    members, check = prepare_input(volume, _as_members(models), source)
     torch_device = _device.resolve_device(device)
     mode = _device.resolve_precision(precision, torch_device)
     out = _prepare_output(output, shape, output_dtype)
@@ -185,6 +197,8 @@ def predict_volume(
             device=torch_device,
             precision=mode,
             skip_air=skip_air,
+            check=check,
+            source=source,
         )
         for m in members
     ]

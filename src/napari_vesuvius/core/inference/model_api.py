@@ -6,7 +6,8 @@ Both the built-in checkpoints and imported nnU-Net v2 models are turned into an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,6 +17,18 @@ if TYPE_CHECKING:  # torch is imported lazily at run time
     import torch
 
 NormalizationKind = Literal["scale", "zscore", "ct"]
+NORMALIZATION_KINDS: tuple[str, ...] = ("scale", "zscore", "ct")
+#: intensity range of the built-in models' training data (uint8 CT); see :mod:`.intensity`
+UINT8_RANGE: tuple[float, float] = (0.0, 255.0)
+_FIELDS = ("kind", "mean", "std", "lower", "upper", "input_range")
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"normalization {name} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"normalization {name} must be finite, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,12 @@ class Normalization:
       whole volume first, so every tile is normalised with the same statistics.
     * ``ct``: nnU-Net's ``CTNormalization``: clip to ``[lower, upper]`` then ``(x - mean) / std`` with
       the dataset statistics stored in the plans.
+
+    ``input_range`` (``scale`` only): the intensity range ``(low, high)`` of the data the model was
+    trained on, which its fixed numbers assume; volumes of another dtype are converted onto it (see
+    :mod:`.intensity`). ``None``: the volume is used as it is (always so for ``zscore`` and ``ct``).
+    Every field is checked on construction (``ValueError``): a checkpoint cannot smuggle in a zero or
+    non-finite std or an unknown kind.
     """
 
     kind: NormalizationKind = "scale"
@@ -34,9 +53,44 @@ class Normalization:
     std: float = 127.5
     lower: float | None = None
     upper: float | None = None
+    input_range: tuple[float, float] | None = UINT8_RANGE
+
+    def __post_init__(self) -> None:
+        if self.kind not in NORMALIZATION_KINDS:
+            known = ", ".join(NORMALIZATION_KINDS)
+            raise ValueError(f"unknown normalization kind {self.kind!r} (known: {known})")
+        mean, std = _finite(self.mean, "mean"), _finite(self.std, "std")
+        if std <= 0:
+            raise ValueError(f"normalization std must be positive, got {self.std!r}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        pairs = ((self.lower, "lower"), (self.upper, "upper"))
+        bounds = [None if value is None else _finite(value, name) for value, name in pairs]
+        if self.kind == "ct" and None in bounds:
+            raise ValueError("normalization kind 'ct' needs both lower and upper clip bounds")
+        if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"normalization lower {bounds[0]} is above upper {bounds[1]}")
+        object.__setattr__(self, "lower", bounds[0])
+        object.__setattr__(self, "upper", bounds[1])
+        object.__setattr__(self, "input_range", self._checked_range())
+
+    def _checked_range(self) -> tuple[float, float] | None:
+        if self.kind != "scale" or self.input_range is None:
+            return None  # z-score and CT statistics are taken in the volume's own units
+        value = self.input_range
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+            raise ValueError(f"normalization input_range must be [low, high], got {value!r}")
+        low, high = _finite(value[0], "input_range low"), _finite(value[1], "input_range high")
+        if not low < high:
+            raise ValueError(f"normalization input_range must have low < high, got {value!r}")
+        return (low, high)
 
     def fit(self, volume: Any) -> Normalization:
-        """Return a copy with per-image statistics filled in (``zscore`` only; others are fixed)."""
+        """Return a copy with per-image statistics filled in (``zscore`` only; others are fixed).
+
+        A volume holding NaN or infinite values has no statistics: VolumeError (naming the file when
+        the volume was opened by ``volume_io``).
+        """
         if self.kind != "zscore":
             return self
         import dask.array as da
@@ -44,6 +98,7 @@ class Normalization:
         data = volume if isinstance(volume, da.Array) else da.from_array(np.asarray(volume))
         data = data.astype(np.float64)
         mean, std = da.compute(data.mean(), data.std())
+        require_finite_statistics(volume, mean, std)
         return replace(self, mean=float(mean), std=float(max(std, 1e-8)))
 
     def apply(self, tile: np.ndarray) -> np.ndarray:
@@ -54,12 +109,34 @@ class Normalization:
         return (out - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("kind", "mean", "std", "lower", "upper")
-        return {key: getattr(self, key) for key in keys}
+        data = {key: getattr(self, key) for key in _FIELDS}
+        data["input_range"] = None if self.input_range is None else list(self.input_range)
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normalization:
-        return cls(**{key: data[key] for key in ("kind", "mean", "std", "lower", "upper") if key in data})
+    def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
+        """Inverse of :meth:`to_dict`; unknown fields are refused, a missing ``input_range`` of a
+        ``scale`` normalisation (checkpoints saved before it was recorded) reads as uint8 0–255."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"normalization must be a dict, got {type(data).__name__}")
+        unknown = sorted(str(key) for key in data if key not in _FIELDS)
+        if unknown:
+            raise ValueError(f"unknown normalization field(s) {unknown}")
+        return cls(**{key: data[key] for key in _FIELDS if key in data})
+
+
+def require_finite_statistics(volume: Any, *values: Any) -> None:
+    """Raise VolumeError naming the volume's file when fitted statistics are NaN/Inf (bad voxels)."""
+    if all(math.isfinite(float(v)) for v in values):
+        return
+    from napari_vesuvius.core.errors import VolumeError
+    from napari_vesuvius.core.volume_io import source_path
+
+    raise VolumeError(
+        source_path(volume),
+        "contains NaN or infinite values (its intensity statistics are not finite); "
+        "replace them (e.g. by 0) before predicting",
+    )
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A trained model folder is ``<results>/<DatasetXXX_Name>/<Trainer>__<Plans>__<config>/`` holding
 ``plans.json``, ``dataset.json`` and ``fold_<k>/checkpoint_{final,best}.pth``. The network is rebuilt
 from the plans with ``dynamic-network-architectures`` (optional extra ``napari-vesuvius[nnunet]``);
-names in the plans are resolved only inside ``dynamic_network_architectures`` and ``torch.nn``;
+class names in the plans are looked up in an explicit allow-list (``nnunet_classes``), never imported;
 checkpoints are read with ``torch.load(weights_only=True)`` (see ``_safe_unpickle``).
 
 Assumptions, checked with a clear error when they fail:
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_vesuvius.core.errors import CheckpointError
+from napari_vesuvius.core.errors import CheckpointError, warn_user
+from napari_vesuvius.core.inference import _checkpoint_checks as checks
 from napari_vesuvius.core.inference._nnunet_plans import (
     MaskedZScoreNormalization,
     NnUNetPlansError,
@@ -40,8 +41,10 @@ from napari_vesuvius.core.inference._nnunet_plans import (
     num_input_channels,
     read_json,
     resolve_configuration,
+    skipped_folds,
 )
 from napari_vesuvius.core.inference.model_api import InferenceModel
+from napari_vesuvius.core.inference.nnunet_classes import network_class, resolve_arch_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -50,11 +53,12 @@ __all__ = [
     "MaskedZScoreNormalization",
     "NnUNetPlansError",
     "OptionalDependencyError",
+    "build_network",
     "find_folds",
     "load_nnunet_model",
+    "require_dna",
 ]
 
-_ALLOWED_IMPORT_ROOTS = ("dynamic_network_architectures", "torch.nn")
 _INSTALL_HINT = "pip install 'napari-vesuvius[nnunet]'"
 
 
@@ -62,7 +66,8 @@ _INSTALL_HINT = "pip install 'napari-vesuvius[nnunet]'"
 # network construction
 
 
-def _require_dna() -> None:
+def require_dna() -> None:
+    """Raise :class:`OptionalDependencyError` when dynamic-network-architectures is not installed."""
     try:
         importlib.import_module("dynamic_network_architectures")
     except ImportError as error:
@@ -71,84 +76,46 @@ def _require_dna() -> None:
         ) from error
 
 
-def _resolve_name(dotted: Any, plans_path: Path, what: str) -> type:
-    """Import a class named in the plans, only from ``dynamic_network_architectures`` or ``torch.nn``."""
-    if not isinstance(dotted, str) or not all(part.isidentifier() for part in dotted.split(".")):
-        raise NnUNetPlansError(plans_path, f"{what}: invalid class name {dotted!r}")
-    if not any(dotted == root or dotted.startswith(root + ".") for root in _ALLOWED_IMPORT_ROOTS):
+def _check_network_arguments(cls: type, kwargs: dict[str, Any], plans_path: Path) -> None:
+    """Refuse ``arch_kwargs`` the network class does not take, before constructing it."""
+    import inspect
+
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
         raise NnUNetPlansError(
-            plans_path,
-            f"{what}: refusing to import {dotted!r}; only classes from "
-            f"{' and '.join(_ALLOWED_IMPORT_ROOTS)} may be named in the plans",
+            plans_path, f"arch_kwargs: {cls.__name__} takes no argument(s) {', '.join(unknown)}"
         )
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
-        if isinstance(obj, type):
-            return obj
-        break
-    raise NnUNetPlansError(plans_path, f"{what}: cannot find class {dotted!r}")
 
 
-def _network_class(dotted: Any, plans_path: Path) -> type:
-    """The network class; like nnU-Net, fall back to a class of that name in d-n-a's architectures."""
-    import torch
+def resolve_architecture(config: dict[str, Any], name: str, plans_path: Path) -> tuple[type, dict[str, Any]]:
+    """The network class and its keyword arguments, every class name through the allow-list.
 
-    try:
-        cls = _resolve_name(dotted, plans_path, "network_class_name")
-    except NnUNetPlansError:
-        if not isinstance(dotted, str) or not dotted.startswith("dynamic_network_architectures."):
-            raise
-        import pkgutil
-
-        import dynamic_network_architectures.architectures as archs
-
-        wanted = dotted.rsplit(".", 1)[-1]
-        cls = None
-        for info in pkgutil.iter_modules(archs.__path__):
-            try:  # some architectures need extras (timm, ...): skip those modules
-                module = importlib.import_module(f"{archs.__name__}.{info.name}")
-            except ImportError:
-                continue
-            candidate = getattr(module, wanted, None)
-            if isinstance(candidate, type):
-                cls = candidate
-                break
-        if cls is None:
-            raise
-    if not issubclass(cls, torch.nn.Module):
-        raise NnUNetPlansError(plans_path, f"network_class_name {dotted!r} is not a torch.nn.Module")
-    return cls
+    All of ``architecture`` is validated (``nnunet_classes``) here, before anything is constructed.
+    """
+    arch = config.get("architecture")
+    if not isinstance(arch, dict):
+        raise NnUNetPlansError(plans_path, f"configuration {name!r}: 'architecture' must be an object")
+    cls = network_class(arch.get("network_class_name"), plans_path)
+    kwargs = resolve_arch_kwargs(arch, plans_path)
+    kwargs["deep_supervision"] = False
+    _check_network_arguments(cls, {"input_channels": 1, "num_classes": 1, **kwargs}, plans_path)
+    return cls, kwargs
 
 
-def _build_network(
+def build_network(
     config: dict[str, Any], in_channels: int, num_classes: int, name: str, plans_path: Path
 ) -> torch.nn.Module:
-    arch = config["architecture"]
-    if not isinstance(arch, dict) or not isinstance(arch.get("arch_kwargs"), dict):
-        raise NnUNetPlansError(plans_path, f"configuration {name!r}: 'architecture' lacks arch_kwargs")
-    kwargs = dict(arch["arch_kwargs"])
-    for key in arch.get("_kw_requires_import", []):
-        if kwargs.get(key) is not None:
-            kwargs[key] = _resolve_name(kwargs[key], plans_path, f"arch_kwargs[{key!r}]")
-    cls = _network_class(arch.get("network_class_name"), plans_path)
-    kwargs["deep_supervision"] = False
+    """Build the network a plans configuration describes (see :func:`resolve_architecture`)."""
+    cls, kwargs = resolve_architecture(config, name, plans_path)
     try:
-        network = cls(input_channels=in_channels, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as error:
+        return cls(input_channels=in_channels, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError) as error:
         raise NnUNetPlansError(
-            plans_path, f"cannot build {arch.get('network_class_name')} from arch_kwargs: {error}"[:500]
+            plans_path, f"cannot build {cls.__name__} from arch_kwargs: {error}"[:500]
         ) from error
-    return network
 
 
 def _clean_state_dict(weights: dict[str, Any]) -> dict[str, Any]:
@@ -205,14 +172,21 @@ def load_nnunet_model(
     plans_path, dataset_path = folder / "plans.json", folder / "dataset.json"
     plans = read_json(plans_path, folder)
     dataset = read_json(dataset_path, folder)
-    _require_dna()
+    require_dna()
     from napari_vesuvius.core.inference._safe_unpickle import load_nnunet_checkpoint
 
     available = find_folds(folder, checkpoint)
     if folds is None:
+        skipped = skipped_folds(folder, checkpoint)
         if not available:
-            raise CheckpointError(folder, f"no fold_*/{checkpoint} found in this model folder")
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            raise CheckpointError(folder, f"no fold_*/{checkpoint} found in this model folder{why}")
         chosen: list[int | str] = list(available)
+        if skipped:
+            warn_user(
+                folder,
+                f"left out: {'; '.join(skipped)}; ensembling fold(s) {', '.join(map(str, chosen))}",
+            )
     else:
         try:
             chosen = [f if f == "all" else int(f) for f in folds]
@@ -238,6 +212,7 @@ def load_nnunet_model(
         raise NnUNetPlansError(plans_path, "cannot tell which configuration to use; pass configuration=")
     config = resolve_configuration(plans, name, plans_path)
     check_configuration(config, name, plans, plans_path)
+    resolve_architecture(config, name, plans_path)  # refuse a bad plans file before reading weights
     in_channels = num_input_channels(dataset, dataset_path)
     if in_channels != 1:
         raise NnUNetPlansError(
@@ -262,13 +237,13 @@ def load_nnunet_model(
         if index == 0:
             mirroring = payload.get("inference_allowed_mirroring_axes")
             trainer = str(payload.get("trainer_name", folder.name.split("__")[0]))
-        network = _build_network(config, in_channels, num_classes, name, plans_path)
-        try:
-            network.load_state_dict(_clean_state_dict(payload["network_weights"]), strict=True)
-        except (RuntimeError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                path, f"weights do not match the network built from {plans_path.name}: {error}"[:600]
-            ) from error
+        weights = payload.get("network_weights")
+        if not isinstance(weights, dict):
+            raise CheckpointError(path, "not an nnU-Net checkpoint: 'network_weights' is missing")
+        weights = checks.state_dict(path, _clean_state_dict(weights))  # tensors only, all finite
+        network = checks.build_matching(  # shapes compared on a memory-free meta build first
+            path, lambda: build_network(config, in_channels, num_classes, name, plans_path), weights
+        )
         network.eval()
         networks.append(network if forward == [0, 1, 2] else _transposed(network, forward))
 

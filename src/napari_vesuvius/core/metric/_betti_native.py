@@ -18,11 +18,14 @@ The counts equal the reference's exactly (see tests/test_metric_topo.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cc3d
 import numpy as np
 
 from . import _betti_dim1 as _d1
 from . import _betti_kernels as _k
+from .memory import TOPO_WORD_BYTES
 
 #: random cycles beyond b1: the chance that they fail to span H1 is below 2**-_MARGIN_BITS
 _MARGIN_BITS = 64
@@ -78,17 +81,25 @@ def _background_cavities(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Mask:
     """One binary mask of a block with its components, cavities and Betti numbers."""
 
-    def __init__(self, mask: np.ndarray, keep_labels: bool = False, cavities: bool = True) -> None:
+    def __init__(
+        self, mask: np.ndarray, keep_labels: bool = False, cavities: bool = True, keep_voxels: bool = True
+    ) -> None:
         self.mask = mask
-        self.voxels = np.flatnonzero(mask)
-        self.index = _k.voxel_index(self.voxels, mask.size)
-        n, chi, comp = _k.components_euler(self.voxels, self.index, mask.shape)
+        voxels = np.flatnonzero(mask)
+        index = _k.voxel_index(voxels, mask.size)
+        n, chi, comp = _k.components_euler(voxels, index, mask.shape)
         self.b0 = int(n)
         #: 6-connected component labels per voxel (kept for the union, which dimension 0 needs)
         self.fg_label: np.ndarray | None = None
         if keep_labels:
             self.fg_label = np.zeros(mask.shape, dtype=np.uint32)
-            self.fg_label.ravel()[self.voxels] = comp
+            self.fg_label.ravel()[voxels] = comp
+        del comp
+        #: sorted flat indices of the voxels and the dense map back (dimension 1 needs them; the
+        #: union does not keep them: ``keep_voxels=False`` leaves empty arrays)
+        self.voxels = voxels if keep_voxels else np.empty(0, dtype=voxels.dtype)
+        self.index = index if keep_voxels else np.empty(0, dtype=index.dtype)
+        del voxels, index
         #: background components, which are cavities, b2 and b1 (None without ``cavities``)
         self.bg_label: np.ndarray | None = None
         self.bounded: np.ndarray | None = None
@@ -165,6 +176,11 @@ def _cube_tops(union: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(top)
 
 
+def dim1_sweep_bytes(pred_voxels: int, label_voxels: int, nwp: int, nwl: int) -> int:
+    """Memory of the random cycles of one dimension-1 sweep (the part that grows with the words)."""
+    return TOPO_WORD_BYTES * (pred_voxels * nwp + label_voxels * nwl)
+
+
 def _sweep_dim1(union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int) -> tuple[int, int, int]:
     """One duality sweep with ``nwp``/``nwl`` words of random prediction/label cycles."""
     yp, zp = _d1.random_cycles(pred.voxels, pred.index, pred.mask.shape, nwp, _SEED_PRED)
@@ -173,7 +189,9 @@ def _sweep_dim1(union: np.ndarray, pred: _Mask, label: _Mask, nwp: int, nwl: int
     return int(m), int(jp), int(jl)
 
 
-def _matched_dim1(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
+def _matched_dim1(
+    pred: _Mask, label: _Mask, union: np.ndarray, on_words: Callable[[int], None] | None = None
+) -> int:
     """Matched H1 bars; random-cycle widths grow until they provably exceed the ranks found.
 
     The number of classes each side can see is at most its b1; with ``64 * w`` random cycles the
@@ -181,11 +199,14 @@ def _matched_dim1(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
     result is accepted once the jumps found stay ``_MARGIN_BITS`` below the width. Up to
     ``_START_WORDS`` words a side starts at the width its b1 needs (one sweep); a wider need
     starts there and grows only if the jumps found call for it (a word costs far less than a sweep).
+    ``on_words(bytes)`` is told the random cycles' memory before each sweep (it may refuse by raising).
     """
     full_p = (pred.b1 + _MARGIN_BITS + 63) // 64
     full_l = (label.b1 + _MARGIN_BITS + 63) // 64
     nwp, nwl = min(_START_WORDS, full_p), min(_START_WORDS, full_l)
     while True:
+        if on_words is not None:
+            on_words(dim1_sweep_bytes(pred.voxels.size, label.voxels.size, nwp, nwl))
         m, jp, jl = _sweep_dim1(union, pred, label, nwp, nwl)
         ok_p = nwp == full_p or jp + _MARGIN_BITS <= 64 * nwp
         ok_l = nwl == full_l or jl + _MARGIN_BITS <= 64 * nwl
@@ -197,8 +218,14 @@ def _matched_dim1(pred: _Mask, label: _Mask, union: np.ndarray) -> int:
             nwl = min(full_l, (jl + _MARGIN_BITS + 63) // 64 + nwl)
 
 
-def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int]]:
-    """Per-dimension ``{"m", "p", "g"}`` of one block (no tiling): boolean C-contiguous 3D arrays."""
+def block_counts(
+    pred: np.ndarray, label: np.ndarray, on_words: Callable[[int], None] | None = None
+) -> dict[int, dict[str, int]]:
+    """Per-dimension ``{"m", "p", "g"}`` of one block (no tiling): boolean C-contiguous 3D arrays.
+
+    Working arrays are dropped as soon as the dimensions that need them are done (memory: see
+    :mod:`.memory`); ``on_words`` sees the dimension-1 random cycles' bytes before each sweep.
+    """
     zero = {k: {"m": 0, "p": 0, "g": 0} for k in range(3)}
     if pred.size == 0:
         return zero
@@ -214,11 +241,14 @@ def block_counts(pred: np.ndarray, label: np.ndarray) -> dict[int, dict[str, int
     need = (p.b0 > 1 and g.b0 > 1, p.b1 > 0 and g.b1 > 0, p.b2 > 0 and g.b2 > 0)
     if not any(need):
         return counts
-    u = _Mask(pred | label, keep_labels=need[0], cavities=need[2])
+    u = _Mask(pred | label, keep_labels=need[0], cavities=need[2], keep_voxels=False)
     if need[0]:
         counts[0]["m"] = _matched_dim0(pred, label, u)
+    u.fg_label = None
     if need[2]:
         counts[2]["m"] = _matched_dim2(p, g, u)
+    for m in (p, g, u):  # dimension 1 needs only the masks, their voxels and voxel maps
+        m.bg_label = m.bounded = None
     if need[1] and u.b1 != 0:  # no union tunnel (when known): nothing can be matched
-        counts[1]["m"] = _matched_dim1(p, g, u.mask)
+        counts[1]["m"] = _matched_dim1(p, g, u.mask, on_words)
     return counts

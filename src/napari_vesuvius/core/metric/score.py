@@ -2,9 +2,12 @@
 
 ``score = 0.30·TopoScore + 0.35·SurfaceDice@2 + 0.35·VOI_score``, clipped to [0, 1], after the official
 preprocessing: shapes must match and be 3D; where the label is 2 (ignore) both volumes are set to 0;
-foreground is ``x != 0`` with NaN counted as 0. The three terms are independent and can run in
-parallel threads (``parallel=True``); on the 2-core reference machine that was slower than running them
-one after the other (TopoScore already spreads its tiles over the cores), so serial is the default.
+foreground is ``x != 0`` with NaN counted as 0. :func:`score_volume` first checks the inputs like
+``export`` does (a 0/1 prediction mask, 0/1/2 labels; ``strict=False`` skips that), reads them block by
+block keeping only the foreground box (:mod:`.inputs`), and refuses up front what cannot fit in memory
+(:mod:`.memory`). The three terms are independent and can run in parallel threads (``parallel=True``);
+on the 2-core reference machine that was slower than running them one after the other (TopoScore
+already spreads its tiles over the cores), so serial is the default.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import VolumeError
-from ..labels import IGNORE
 from ..progress import Progress, run_job
+from ..value_checks import block_bytes
+from .inputs import check_pair, foreground, load, scan
 from .surface_dice import surface_dice
+from .topo import Frame
 from .voi import voi
 
 #: Weights of (TopoScore, SurfaceDice, VOI_score) in the leaderboard score.
@@ -86,50 +91,26 @@ class ScoreSummary:
         }
 
 
-def _foreground(array: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
-    """``x != 0`` with NaN as 0, and False wherever ``ignore`` is set."""
-    if array.dtype == bool:
-        mask = array.copy()
-    else:
-        mask = array != 0
-        if array.dtype.kind in "fc":
-            mask &= ~np.isnan(array)
-    if ignore is not None:
-        mask &= ~ignore
-    return mask
-
-
-def _shape_of(array: ArrayLike) -> tuple[int, ...]:
-    shape = getattr(array, "shape", None)
-    return tuple(int(n) for n in (shape if shape is not None else np.shape(array)))
-
-
 def prepare_masks(pred: ArrayLike, label: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Official preprocessing: check shapes, drop ignore voxels (label == 2) from both, binarise.
+    """Official preprocessing of whole volumes: check shapes, drop ignore voxels (label == 2) from both,
+    binarise (``x != 0``, NaN as 0). Any numeric dtype; no value check (see :func:`score_volume`).
 
     Raises :class:`VolumeError` for non-3D input or a shape mismatch (before reading lazy arrays).
     """
-    pred_shape, label_shape = _shape_of(pred), _shape_of(label)
-    if len(pred_shape) != 3 or len(label_shape) != 3:
-        raise VolumeError(
-            None, f"scoring needs 3D volumes, got prediction {pred_shape} and label {label_shape}"
-        )
-    if pred_shape != label_shape:
-        raise VolumeError(None, f"prediction shape {pred_shape} does not match label shape {label_shape}")
-    label_np = np.asarray(label)
-    pred_np = np.asarray(pred)
-    if label_np.dtype.kind not in "biuf" or pred_np.dtype.kind not in "biuf":
-        raise VolumeError(None, f"scoring needs numeric volumes, got {pred_np.dtype} and {label_np.dtype}")
-    ignore = label_np == IGNORE if label_np.dtype != bool else None
-    if ignore is not None and not ignore.any():
-        ignore = None
-    return _foreground(pred_np, ignore), _foreground(label_np, ignore)
+    check_pair(pred, label, strict=False)
+    return foreground(np.asarray(pred), np.asarray(label))
 
 
-def _topo_term(pred: np.ndarray, label: np.ndarray, backend: str) -> Any:
+def _topo_term(
+    pred: np.ndarray,
+    label: np.ndarray,
+    backend: str,
+    frame: Frame | None = None,
+    memory_limit: int | None = None,
+) -> Any:
     from .topo import topo_score  # imported lazily: torch-free but heavy, and optional backends
 
-    return topo_score(pred, label, backend=backend)
+    return topo_score(pred, label, backend=backend, frame=frame, memory_limit=memory_limit)
 
 
 def score_masks(
@@ -140,8 +121,14 @@ def score_masks(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
     parallel: bool = False,
+    frame: Frame | None = None,
+    memory_limit: int | None = None,
 ) -> ScoreResult:
-    """Score two boolean masks that already went through :func:`prepare_masks`."""
+    """Score two boolean masks that already went through :func:`prepare_masks`.
+
+    ``frame`` says where cropped masks lie in their full volume (TopoScore tiles the full volume);
+    ``memory_limit`` bounds the bytes TopoScore's concurrent tiles may use (see :mod:`.memory`).
+    """
     if topo_backend not in TOPO_BACKENDS:
         raise ValueError(f"topo_backend must be one of {TOPO_BACKENDS}, got {topo_backend!r}")
     timings: dict[str, float] = {}
@@ -157,7 +144,10 @@ def score_masks(
         return run
 
     jobs = {
-        "topo": timed("topo", lambda: _topo_term(pred, label, topo_backend)),
+        "topo": timed(
+            "topo",
+            lambda: _topo_term(pred, label, topo_backend, frame=frame, memory_limit=memory_limit),
+        ),
         "surface_dice": timed(
             "surface_dice", lambda: surface_dice(pred, label, tolerance=tolerance, spacing=spacing)
         ),
@@ -194,24 +184,54 @@ def score_volume(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
     parallel: bool = False,
+    strict: bool = True,
+    memory_limit: int | str | None = None,
+    names: tuple[str | Path | None, str | Path | None] = (None, None),
 ) -> ScoreResult:
-    """Leaderboard score of a prediction against a label volume (numpy or dask, any numeric dtype).
+    """Leaderboard score of a prediction against a label volume (numpy, dask or zarr-like; 3D).
 
-    Label values: 0 background, 1 surface, 2 ignore (other non-zero values count as foreground, like the
-    official metric). ``timings`` holds seconds for ``prepare``, ``topo``, ``surface_dice``, ``voi`` and
-    ``total``; ``parallel=True`` runs the three terms in threads (their timings then overlap).
+    ``strict`` (the default) checks the inputs like ``export`` does: the prediction must be a bool or
+    integer mask holding only 0 and 1 (floats and 0/255 masks are refused with a hint), the label only
+    0 (background), 1 (surface) and 2 (ignore). ``strict=False`` is the official toolkit's permissive
+    preprocessing instead: any numeric dtype, ``x != 0`` is foreground, NaN counts as 0.
+
+    Both volumes are read block by block and only the foreground box is held (see :mod:`.inputs`);
+    the peak memory is estimated first and scoring is refused when it exceeds ``memory_limit`` (bytes
+    or ``"8G"``; default ``$NAPARI_VESUVIUS_MEMORY_LIMIT`` or the available memory; see :mod:`.memory`).
+    ``names`` (prediction, label) are the files that errors name. ``timings`` holds seconds for
+    ``prepare``, ``topo``, ``surface_dice``, ``voi`` and ``total``; ``parallel=True`` runs the three
+    terms in threads (their timings then overlap).
     """
+    from .memory import MetricMemoryError, check_fits, estimate
+    from .memory import memory_limit as resolve_limit
+
     start = time.perf_counter()
-    pred_mask, label_mask = prepare_masks(pred, label)
+    found = scan(pred, label, strict=strict, names=names)
+    limit = resolve_limit(memory_limit)
+    reading = block_bytes([pred, label])
+    need = estimate(found.box_voxels, found.pred_voxels, found.label_voxels, found.tiles, reading)
+    check_fits(need, limit, found.box_shape, names[0])
+    masks = load(pred, label, found)
     prepared = time.perf_counter()
-    result = score_masks(
-        pred_mask,
-        label_mask,
-        tolerance=tolerance,
-        spacing=spacing,
-        topo_backend=topo_backend,
-        parallel=parallel,
-    )
+    topo_limit = None
+    if limit is not None:
+        others = need.surface_dice + need.voi if parallel else 0
+        topo_limit = max(limit - need.masks - others, 0)
+    try:
+        result = score_masks(
+            masks.pred,
+            masks.label,
+            tolerance=tolerance,
+            spacing=spacing,
+            topo_backend=topo_backend,
+            parallel=parallel,
+            frame=masks.frame,
+            memory_limit=topo_limit,
+        )
+    except MetricMemoryError as error:
+        if error.path is None and names[0] is not None:
+            raise MetricMemoryError(names[0], error.problem) from error
+        raise
     result.timings["prepare"] = prepared - start
     result.timings["total"] = time.perf_counter() - start
     return result
@@ -238,6 +258,8 @@ def iter_score_many(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
     on_result: Callable[[str, ScoreResult], Any] | None = None,
+    strict: bool = True,
+    memory_limit: int | str | None = None,
 ) -> Iterator[Progress]:
     """Job generator scoring ``(pred, label)`` or ``(id, pred, label)`` pairs; returns a ScoreSummary.
 
@@ -250,7 +272,13 @@ def iter_score_many(
     yield Progress(0, len(items), "scoring")
     for done, (item_id, pred, label) in enumerate(items, start=1):
         result = score_volume(
-            _resolve(pred), _resolve(label), tolerance=tolerance, spacing=spacing, topo_backend=topo_backend
+            _resolve(pred),
+            _resolve(label),
+            tolerance=tolerance,
+            spacing=spacing,
+            topo_backend=topo_backend,
+            strict=strict,
+            memory_limit=memory_limit,
         )
         ids.append(item_id)
         results.append(result)
@@ -266,6 +294,17 @@ def score_many(
     tolerance: float = 2.0,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
+    strict: bool = True,
+    memory_limit: int | str | None = None,
 ) -> ScoreSummary:
     """Score several volumes synchronously (see :func:`iter_score_many`); ``.mean`` holds the mean."""
-    return run_job(iter_score_many(pairs, tolerance=tolerance, spacing=spacing, topo_backend=topo_backend))
+    return run_job(
+        iter_score_many(
+            pairs,
+            tolerance=tolerance,
+            spacing=spacing,
+            topo_backend=topo_backend,
+            strict=strict,
+            memory_limit=memory_limit,
+        )
+    )

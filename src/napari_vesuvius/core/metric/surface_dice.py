@@ -20,8 +20,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..boxes import bounding_box
-
 #: Surfel area vectors per neighbourhood code (absolute components × 8, one "zyx" digit triple per
 #: triangle, triangles separated by "."). These are the marching-cubes triangle normals of DeepMind's
 #: surface-distance lookup table (Apache-2.0); they are needed to reproduce its surfel areas exactly.
@@ -112,34 +110,43 @@ def _neighbour_codes(padded: np.ndarray) -> np.ndarray:
     """8-bit 2×2×2 neighbourhood code of every corner of a zero-padded uint8 {0,1} volume.
 
     Bit weights follow the reference kernel: 128 for the (-,-,-) voxel down to 1 for the (+,+,+) one.
+    At most two corner-grid-sized temporaries are alive at once.
     """
     codes = padded[:, :, :-1] * np.uint8(2)
     codes += padded[:, :, 1:]
     pairs = codes[:, :-1, :] * np.uint8(4)
     pairs += codes[:, 1:, :]
+    del codes
     result = pairs[:-1] * np.uint8(16)
     result += pairs[1:]
     return result
 
 
-def _surfels(codes: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices of the surfel corners, their areas, and a flat boolean surfel map."""
-    is_surfel = (codes != 0) & (codes != 255)
+def _surfels(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of the surfel corners (int32 when they fit), their codes, and a flat surfel map.
+
+    Codes (1 byte) stand in for areas (8 bytes): the areas are looked up when summed, which gives the
+    same float64 values in the same order, so the same sums.
+    """
+    is_surfel = codes != 0
+    is_surfel &= codes != 255
     index = np.flatnonzero(is_surfel)
-    return index, areas[codes.ravel()[index]], is_surfel.ravel()
+    if codes.size < 2**31:
+        index = index.astype(np.int32)
+    return index, codes.ravel()[index], is_surfel.ravel()
 
 
 def _area_within(
-    index: np.ndarray, areas: np.ndarray, other_map: np.ndarray, flat_offsets: np.ndarray
+    index: np.ndarray, codes: np.ndarray, areas: np.ndarray, other_map: np.ndarray, flat_offsets: np.ndarray
 ) -> float:
     """Total area of the surfels ``index`` that have a surfel of ``other_map`` at one of the offsets."""
-    pending = np.arange(index.size)
+    pending = np.arange(index.size, dtype=index.dtype)
     hit_area = 0.0
-    for offset in flat_offsets:
+    for offset in flat_offsets.astype(index.dtype):
         if pending.size == 0:
             break
         found = other_map[index[pending] + offset]
-        hit_area += float(areas[pending[found]].sum())
+        hit_area += float(areas[codes[pending[found]]].sum())
         pending = pending[~found]
     return hit_area
 
@@ -170,31 +177,37 @@ def surface_dice(
     if pred_any != label_any:
         return 0.0
 
-    box = bounding_box(pred | label)
-    assert box is not None
+    box = _union_box(pred, label)
     offsets = tolerance_offsets(float(tolerance), spacing3)
     # Pad by one voxel (the corner grid is one larger than the voxel grid) plus the largest offset, so
     # that shifted flat indices of surfels never leave the array or wrap to another row.
     margin = 1 + int(np.abs(offsets).max(initial=0))
     areas_table = surfel_area_table(spacing3)
 
-    def padded(mask: np.ndarray) -> np.ndarray:
+    def surfels_of(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
         cropped = mask[box]
-        out = np.zeros(tuple(n + 2 * margin for n in cropped.shape), dtype=np.uint8)
-        inner = tuple(slice(margin, margin + n) for n in cropped.shape)
-        out[inner] = cropped
-        return out
+        padded = np.zeros(tuple(n + 2 * margin for n in cropped.shape), dtype=np.uint8)
+        padded[tuple(slice(margin, margin + n) for n in cropped.shape)] = cropped
+        codes = _neighbour_codes(padded)
+        del padded
+        return (*_surfels(codes), codes.shape)
 
-    pred_codes = _neighbour_codes(padded(pred))
-    label_codes = _neighbour_codes(padded(label))
-    strides = np.array([pred_codes.shape[1] * pred_codes.shape[2], pred_codes.shape[2], 1], dtype=np.int64)
+    pred_index, pred_codes, pred_map, grid = surfels_of(pred)
+    label_index, label_codes, label_map, _ = surfels_of(label)
+    strides = np.array([grid[1] * grid[2], grid[2], 1], dtype=np.int64)
     flat_offsets = offsets.astype(np.int64) @ strides
 
-    pred_index, pred_areas, pred_map = _surfels(pred_codes, areas_table)
-    label_index, label_areas, label_map = _surfels(label_codes, areas_table)
-    del pred_codes, label_codes
-
-    label_hit = _area_within(label_index, label_areas, pred_map, flat_offsets)
-    pred_hit = _area_within(pred_index, pred_areas, label_map, flat_offsets)
-    total = float(label_areas.sum()) + float(pred_areas.sum())
+    label_hit = _area_within(label_index, label_codes, areas_table, pred_map, flat_offsets)
+    pred_hit = _area_within(pred_index, pred_codes, areas_table, label_map, flat_offsets)
+    total = float(areas_table[label_codes].sum()) + float(areas_table[pred_codes].sum())
     return (label_hit + pred_hit) / total
+
+
+def _union_box(pred: np.ndarray, label: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of ``pred | label`` (both non-empty) from per-axis projections."""
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(pred.any(axis=others) | label.any(axis=others))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)

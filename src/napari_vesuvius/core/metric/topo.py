@@ -16,6 +16,7 @@ reference module when it is importable (for cross-checks). Tiles run on a thread
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ from ..errors import VolumeError
 
 DIMS = (0, 1, 2)
 DEFAULT_WEIGHTS = (0.34, 0.33, 0.33)
+#: The leaderboard's tiling: each axis cut in two.
+DEFAULT_TILES = (2, 2, 2)
 BACKENDS = ("auto", "native", "betti_matching")
 
 Counts = dict[int, dict[str, int]]
@@ -72,7 +75,7 @@ def _check_inputs(pred: Any, label: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, g
 
 
-def tile_slices(shape: Sequence[int], tiles: Sequence[int] = (2, 2, 2)) -> list[tuple[slice, ...]]:
+def tile_slices(shape: Sequence[int], tiles: Sequence[int] = DEFAULT_TILES) -> list[tuple[slice, ...]]:
     """Slices of the tiling: each axis cut into ``tiles[i]`` parts, the first ones one voxel longer.
 
     Empty tiles (an axis shorter than its number of parts) are left out.
@@ -133,31 +136,160 @@ def _reference_counts(pred: np.ndarray, label: np.ndarray) -> Counts:
     return {k: {"m": int(m[k]), "p": int(m[k] + u1[k]), "g": int(m[k] + u2[k])} for k in DIMS}
 
 
-def _native_counts(pred: np.ndarray, label: np.ndarray) -> Counts:
+def _native_counts(
+    pred: np.ndarray, label: np.ndarray, on_words: Callable[[int], None] | None = None
+) -> Counts:
     from ._betti_native import block_counts
 
-    return block_counts(pred, label)
+    return block_counts(pred, label, on_words)
 
 
-def _backend_fn(backend: str) -> Callable[[np.ndarray, np.ndarray], Counts]:
+def _backend_fn(backend: str) -> Callable[..., Counts]:
     if backend in ("auto", "native"):
         return _native_counts
     if backend == "betti_matching":
-        return _reference_counts
+        return lambda pred, label, on_words=None: _reference_counts(pred, label)
     raise ValueError(f"unknown TopoScore backend {backend!r}; choose one of {BACKENDS}")
 
 
-def topo_counts(pred: Any, label: Any, *, tiles: Sequence[int] = (2, 2, 2), backend: str = "auto") -> Counts:
-    """Per-dimension ``{"m", "p", "g"}`` summed over the tiles of ``pred`` and ``label``."""
+@dataclass(frozen=True)
+class Frame:
+    """Where two cropped masks lie in their full volume: outside them everything is background.
+
+    The tiling is that of the full ``shape``; ``origin`` is the full-volume index of the masks' first voxel.
+    """
+
+    shape: tuple[int, int, int]
+    origin: tuple[int, int, int] = (0, 0, 0)
+
+
+def _fg_box(pred: np.ndarray, label: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of ``pred | label`` from per-axis projections (no volume-sized temporary)."""
+    box = []
+    for axis in range(pred.ndim):
+        others = tuple(a for a in range(pred.ndim) if a != axis)
+        hits = np.flatnonzero(pred.any(axis=others) | label.any(axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def _extract(mask: np.ndarray, region: Sequence[slice], origin: Sequence[int]) -> np.ndarray:
+    """A C-contiguous copy of full-volume ``region`` of a cropped mask, background outside it."""
+    local = [slice(r.start - o, r.stop - o) for r, o in zip(region, origin, strict=True)]
+    inside = [slice(max(s.start, 0), min(s.stop, n)) for s, n in zip(local, mask.shape, strict=True)]
+    if all(a.start == b.start and a.stop == b.stop for a, b in zip(local, inside, strict=True)):
+        return np.ascontiguousarray(mask[tuple(inside)])
+    out = np.zeros(tuple(s.stop - s.start for s in local), dtype=bool)
+    if all(s.stop > s.start for s in inside):
+        target = tuple(slice(i.start - s.start, i.stop - s.start) for i, s in zip(inside, local, strict=True))
+        out[target] = mask[tuple(inside)]
+    return out
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """The part of one tile that TopoScore computes on: the tile's foreground box, grown by one voxel
+    and clipped to the tile (full-volume slices), and its foreground voxel counts."""
+
+    region: tuple[slice, slice, slice]
+    pred_voxels: int
+    label_voxels: int
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(s.stop - s.start for s in self.region)
+
+
+def tile_boxes(
+    pred: np.ndarray, label: np.ndarray, frame: Frame | None = None, tiles: Sequence[int] = DEFAULT_TILES
+) -> list[TileBox]:
+    """The non-empty tiles' computation boxes (see :class:`TileBox`).
+
+    Cropping a tile to its foreground box grown by one voxel leaves every count unchanged: the
+    foreground complex is the same, and the background cells around it enter the filtration in the same
+    relative index order. The one-voxel margin matters: cropping a side flush to the foreground can
+    change the matching (the background then enters in a different order), keeping one all-background
+    plane does not, which tests/test_metric_memory.py checks against the uncropped tile on random
+    volumes, foreground touching the faces included. A side where the foreground touches the tile stays.
+    """
+    if frame is None:
+        frame = Frame((int(pred.shape[0]), int(pred.shape[1]), int(pred.shape[2])))
+    origin = frame.origin
+    out = []
+    for tile in tile_slices(frame.shape, tiles):
+        local = [
+            slice(max(t.start - o, 0), min(t.stop - o, n))
+            for t, o, n in zip(tile, origin, pred.shape, strict=True)
+        ]
+        if any(s.stop <= s.start for s in local):
+            continue
+        p, g = pred[tuple(local)], label[tuple(local)]
+        box = _fg_box(p, g)
+        if box is None:
+            continue
+        z, y, x = (
+            slice(max(b.start + s.start + o - 1, t.start), min(b.stop + s.start + o + 1, t.stop))
+            for b, s, o, t in zip(box, local, origin, tile, strict=True)
+        )
+        out.append(TileBox((z, y, x), int(np.count_nonzero(p[box])), int(np.count_nonzero(g[box]))))
+    return out
+
+
+def topo_counts(
+    pred: Any,
+    label: Any,
+    *,
+    tiles: Sequence[int] = DEFAULT_TILES,
+    backend: str = "auto",
+    frame: Frame | None = None,
+    memory_limit: int | None = None,
+    workers: int | None = None,
+) -> Counts:
+    """Per-dimension ``{"m", "p", "g"}`` summed over the tiles of ``pred`` and ``label``.
+
+    ``frame`` places cropped masks in their full volume (the tiling is the full volume's). Each tile is
+    computed on its foreground box only (see :func:`tile_boxes`; empty tiles count nothing), one copy
+    per running tile. Tiles run on up to ``workers`` threads (default: the CPUs) as long as their
+    estimated memory fits ``memory_limit`` bytes (None: no limit), see :class:`.memory.ByteBudget`.
+    """
+    from .memory import ByteBudget, topo_sweep_bytes, topo_tile_bytes
+
     fn = _backend_fn(backend)
     p, g = _check_inputs(pred, label)
-    blocks = [(np.ascontiguousarray(p[s]), np.ascontiguousarray(g[s])) for s in tile_slices(p.shape, tiles)]
-    workers = max(1, min(len(blocks), os.cpu_count() or 1))
-    if workers > 1 and backend != "betti_matching":
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # numba kernels release the GIL
-            results = list(pool.map(lambda b: fn(*b), blocks))
+    if frame is None:
+        frame = Frame((int(p.shape[0]), int(p.shape[1]), int(p.shape[2])))
+    elif any(o < 0 or o + n > f for o, n, f in zip(frame.origin, p.shape, frame.shape, strict=True)):
+        raise ValueError(
+            f"masks of shape {p.shape} at {frame.origin} do not fit a volume of shape {frame.shape}"
+        )
+    boxes = tile_boxes(p, g, frame, tiles)
+    budget = ByteBudget(memory_limit)
+
+    def run(box: TileBox) -> Counts:
+        foreground = box.pred_voxels + box.label_voxels
+        held = topo_tile_bytes(box.voxels, foreground)
+        budget.acquire(held)
+        try:
+            block_p = _extract(p, box.region, frame.origin)
+            block_g = _extract(g, box.region, frame.origin)
+            where = "TopoScore tile " + ", ".join(f"{s.start}:{s.stop}" for s in box.region)
+
+            def on_words(nbytes: int) -> None:
+                nonlocal held
+                held = budget.grow(held, topo_sweep_bytes(box.voxels, foreground, nbytes), where)
+
+            return fn(block_p, block_g, on_words)
+        finally:
+            budget.release(held)
+
+    n_workers = max(1, min(len(boxes), workers or os.cpu_count() or 1))
+    if n_workers > 1 and backend != "betti_matching":
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:  # numba kernels release the GIL
+            results = list(pool.map(run, boxes))
     else:
-        results = [fn(*b) for b in blocks]
+        results = [run(box) for box in boxes]
     total = {k: {"m": 0, "p": 0, "g": 0} for k in DIMS}
     for r in results:
         for k in DIMS:
@@ -171,16 +303,19 @@ def topo_score(
     label: Any,
     *,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
-    tiles: Sequence[int] = (2, 2, 2),
+    tiles: Sequence[int] = DEFAULT_TILES,
     backend: str = "auto",
+    frame: Frame | None = None,
+    memory_limit: int | None = None,
 ) -> TopoResult:
     """TopoScore of boolean 3D ``pred`` vs ``label`` (ignore voxels already 0 in both).
 
-    Non-boolean inputs are binarised with ``x != 0`` (NaN as 0). Raises ``VolumeError`` on non-3D
-    or mismatched shapes and ``ValueError`` on an unknown backend or bad weights/tiles.
+    Non-boolean inputs are binarised with ``x != 0`` (NaN as 0). ``frame``/``memory_limit``: see
+    :func:`topo_counts`. Raises ``VolumeError`` on non-3D or mismatched shapes and ``ValueError`` on
+    an unknown backend or bad weights/tiles.
     """
     if len(weights) != len(DIMS):
         raise ValueError(f"weights must have {len(DIMS)} entries, got {len(weights)}")
-    counts = topo_counts(pred, label, tiles=tiles, backend=backend)
+    counts = topo_counts(pred, label, tiles=tiles, backend=backend, frame=frame, memory_limit=memory_limit)
     f1 = topo_f1(counts)
     return TopoResult(score=combine(f1, weights), counts=counts, f1=f1)

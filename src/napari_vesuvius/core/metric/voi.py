@@ -46,13 +46,25 @@ def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
-def _pair_counts(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> np.ndarray:
-    """Non-zero counts of the contingency table of label pairs as a 2 × K array of row/col ids + counts."""
+def _pair_keys(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """``a * (nb + 1) + b`` as one int64 array (consumes ``a``'s buffer when it already is int64)."""
+    keys = a.astype(np.int64, copy=False)
+    keys *= np.int64(nb + 1)
+    keys += b
+    return keys
+
+
+def _pair_counts(keys: np.ndarray, na: int, nb: int) -> np.ndarray:
+    """Non-zero counts of the contingency table of label pairs as a 3 × K array of row/col ids + counts.
+
+    A dense ``bincount`` when the table is at most about as large as the keys (8 bytes per cell),
+    else ``unique``; both list the present cells in increasing key order, so the results are equal.
+    """
     width = np.int64(nb + 1)
-    keys = a.astype(np.int64) * width + b
     cells = (na + 1) * (nb + 1)
-    if cells <= 4 * keys.size + 1024:
+    if cells <= keys.size + 1024:
         counts = np.bincount(keys, minlength=cells)
+        del keys
         present = np.flatnonzero(counts)
         return np.stack([present // width, present % width, counts[present]])
     present, counts = np.unique(keys, return_counts=True)
@@ -75,22 +87,26 @@ def voi(
         raise ValueError(f"voi needs two 3D masks of one shape, got {pred.shape} and {label.shape}")
     if connectivity not in (6, 18, 26):
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
-    union = pred | label
-    if not union.any():
-        return VoiResult(0.0, 0.0, 1.0, 0, 0, 0)
     box = []
     for axis in range(3):
-        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != axis)))
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(pred.any(axis=others) | label.any(axis=others))
+        if hits.size == 0:
+            return VoiResult(0.0, 0.0, 1.0, 0, 0, 0)
         box.append(slice(int(hits[0]), int(hits[-1]) + 1))
     crop = tuple(box)
-    union = union[crop]
+    union = pred[crop] | label[crop]
     label_cc, n_label = _components(label[crop], connectivity)
-    pred_cc, n_pred = _components(pred[crop], connectivity)
     a = label_cc[union]
+    del label_cc
+    pred_cc, n_pred = _components(pred[crop], connectivity)
     b = pred_cc[union]
-    del label_cc, pred_cc
+    del pred_cc, union
     n = int(a.size)
-    rows, cols, joint = _pair_counts(a, n_label, b, n_pred)
+    keys = _pair_keys(a, b, n_pred)
+    del a, b
+    rows, cols, joint = _pair_counts(keys, n_label, n_pred)
+    del keys
     label_totals = np.bincount(rows, weights=joint, minlength=n_label + 1)
     pred_totals = np.bincount(cols, weights=joint, minlength=n_pred + 1)
     joint = joint.astype(np.float64)

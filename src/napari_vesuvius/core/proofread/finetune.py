@@ -9,7 +9,10 @@ volumes (whole scrolls when known), or validates on the training volumes when th
 Training runs through the training runner (:func:`~napari_vesuvius.core.training.runner.train`, or
 the ``train`` CLI as a subprocess in the widget) with ``init`` = the current checkpoint and a
 fine-tuning learning rate (:data:`FINETUNE_LR`, a tenth of the from-scratch default), so a few
-corrected volumes adjust the model instead of overwriting it.
+corrected volumes adjust the model instead of overwriting it. Like every run, it first checks every
+volume (:mod:`~napari_vesuvius.core.dataset_check`: a bad corrected label is refused before training,
+with all bad files listed) and stops on a non-finite loss without replacing a good checkpoint
+(:mod:`~napari_vesuvius.core.training.guard`).
 """
 
 from __future__ import annotations

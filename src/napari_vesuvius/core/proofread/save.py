@@ -1,10 +1,11 @@
 """Safe saving of corrected labels: a new version per save, never overwriting anything.
 
 **Versions** (``<stem>.v001.tif``, next free number; :mod:`.naming`) are never overwritten and the
-original is never written. A save is assembled in a hidden ``.<name>.<random>.partial<ext>`` sibling
-and published under its version name only when complete, with a no-clobber link/rename: a crash or a
-kill at any moment leaves the earlier files as they were and nothing (or only the hidden partial) at
-the new version's path. What is saved:
+original is never written. A save is assembled in a hidden ``.<name>.<random>-<pid>-<host>.partial<ext>``
+sibling and published under its version name only when complete, with a no-clobber link/rename: a crash
+or a kill at any moment leaves the earlier files as they were and nothing (or only the hidden partial) at
+the new version's path; the next save of that version removes a killed save's partial
+(:func:`~napari_vesuvius.core.atomic.temp_sibling`). What is saved:
 
 * a whole volume: the edited array, streamed as a TIFF (LZW) or a zarr;
 * a crop (box) of a TIFF family: the previous version (else the original, else zeros) with the crop
@@ -228,7 +229,7 @@ def _unshare_chunks(array: Any, root: Path, box: Box) -> None:
     for coords in itertools.product(*ranges):
         chunk = folder / array.metadata.encode_chunk_key(coords)
         if chunk.is_file() and chunk.stat().st_nlink > 1:
-            private = temp_sibling(chunk, ".unshare")
+            private = temp_sibling(chunk, ".unshare", clean=False)  # inside the private partial copy
             shutil.copy2(chunk, private)
             os.replace(private, chunk)
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import axis_tiles
+from napari_vesuvius.core.inference.intensity import check_input_dtype
 from napari_vesuvius.core.inference.model_api import Normalization, WeightedModel
 from napari_vesuvius.core.progress import Progress
 
@@ -132,6 +133,7 @@ def prepare_scroll(
         raise ValueError(f"tta_axes must be a subset of (0, 1, 2), got {tuple(tta_axes)}")
     info, _ = store.open_input(source)
     members = _members(models)
+    check_input_dtype(members, info.dtype, info.location)  # refuse or announce an intensity conversion
     patch = [max(int(m.model.patch_size[i]) for m in members) for i in range(3)]
     block = int(block_size) if block_size else default_block_size(patch, chunk_size)
     try:

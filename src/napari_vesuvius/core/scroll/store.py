@@ -136,6 +136,7 @@ def open_input(location: str | Path) -> tuple[InputInfo, Any]:
         node = zarr.open(store=where, mode="r")
     except Exception as error:
         raise VolumeError(where, f"not a readable zarr array or OME-Zarr group ({error})") from error
+    require_complete(node.attrs, where)  # the output of an interrupted run is no input
     path = ""
     if not isinstance(node, zarr.Array):
         multiscales = _ngff_multiscales(dict(node.attrs))
@@ -256,6 +257,55 @@ class Record:
             _unpack(data["air"], grid),
             data.get("normalizations"),
         )
+
+
+# ------------------------------------------------------------------------------------ completeness
+#: How an interrupted block-wise run is finished (an existing output with the same settings resumes).
+RESUME_HINT = (
+    "run the same `napari-vesuvius predict` command again to resume it (or the Inference widget's "
+    "block-wise run with the same settings); --overwrite starts over"
+)
+
+
+def incomplete_blocks(attrs: Any) -> tuple[int, int] | None:
+    """``(blocks done, blocks total)`` when ``attrs`` (a zarr node's attributes) are those of a
+    block-wise output whose run has not finished; None for a finished one or any other zarr.
+
+    The one definition of "incomplete": a progress record (written by every block-wise run) while
+    ``complete`` is not true. Only the output's own writer (resuming) and a live display of the run in
+    progress may read such a store (see :func:`require_complete`).
+    """
+    data = dict(attrs)
+    record = data.get(RECORD_KEY)
+    if not isinstance(record, dict) or data.get("complete") is True:
+        return None
+    try:
+        return int(record.get("blocks_done", 0)), int(record.get("blocks_total", 0))
+    except (TypeError, ValueError):
+        return 0, 0
+
+
+def require_complete(attrs: Any, location: str | Path) -> None:
+    """Raise VolumeError naming ``location`` when it is an unfinished block-wise output."""
+    progress = incomplete_blocks(attrs)
+    if progress is not None:
+        done, total = progress
+        raise VolumeError(
+            location,
+            f"incomplete block-wise output: {done} of {total} blocks done (its run was interrupted; "
+            f"the missing blocks read as 0); {RESUME_HINT}",
+        )
+
+
+def output_progress(location: str | Path) -> tuple[int, int] | None:
+    """:func:`incomplete_blocks` of the zarr at ``location`` (None when it is not a readable zarr)."""
+    import zarr
+
+    try:
+        node = zarr.open(store=str(location), mode="r")
+    except Exception:  # not a zarr: nothing to report
+        return None
+    return incomplete_blocks(node.attrs)
 
 
 # ------------------------------------------------------------------------------------------- output

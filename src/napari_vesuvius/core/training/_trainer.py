@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from ..volume_io import open_volume
 from . import rundir
 from .config import ConfigError, TrainConfig
 from .data import VolumeSource
+from .guard import NonFiniteError, non_finite_tensors, stop_advice
 from .loss import SegmentationLoss
 from .model import build_training_model, save_model_checkpoint
 from .sampler import PatchSampler, TrainingVolume
@@ -89,6 +91,8 @@ class Trainer:
         self.stopped_early = False
         self.scoring_unavailable = ""
         self.lr = float(config.lr or 0.0)
+        #: iteration of the last train_state.pt written or resumed from (what a failure leaves behind)
+        self.saved_iteration: int | None = None
         if state is not None:
             self._restore(state)
         else:
@@ -120,6 +124,7 @@ class Trainer:
             problem = f"does not match this run's network/optimizer: {error}"[:400]
             raise CheckpointError(path, problem) from error
         self.iteration = int(state["iteration"])
+        self.saved_iteration = self.iteration
         self.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
         self.epoch_loss_count = int(state.get("epoch_loss_count", 0))
         self.epoch_train_seconds = float(state.get("epoch_train_seconds", 0.0))
@@ -191,14 +196,20 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.grad_clip)
+        else:
+            loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.grad_clip)
+        # one device sync for both checks, before anything touches the weights (see .guard)
+        value, grad_norm = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
+        if not math.isfinite(value):
+            raise self._non_finite(f"the loss is {value}")
+        if self.scaler is not None:  # fp16: the scaler skips a step whose gradients overflowed
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.grad_clip)
+            if not math.isfinite(grad_norm):
+                raise self._non_finite(f"the gradients are non-finite (norm {grad_norm})")
             self.optimizer.step()
-        value = float(loss.detach())
         self.iteration += 1
         self.epoch_loss_sum += value
         self.epoch_loss_count += 1
@@ -279,7 +290,22 @@ class Trainer:
             self.notes.append(f"early stopping: no improvement for {cfg.patience} epochs")
         return record
 
+    def _non_finite(self, problem: str, iteration: int | None = None) -> NonFiniteError:
+        """The error that stops a run whose loss, gradients or weights became NaN/Inf (see .guard)."""
+        advice = stop_advice(self.saved_iteration, self.cfg.iterations_per_epoch)
+        at = self.iteration + 1 if iteration is None else iteration  # the step being computed
+        return NonFiniteError(self.run_dir, at, f"{problem}; {advice}")
+
+    def check_weights(self, target: str) -> None:
+        """Raise NonFiniteError (``target`` not written) when a weight or buffer is NaN/Inf."""
+        bad = non_finite_tensors(self.network.state_dict())
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" ... ({len(bad)} tensors)" if len(bad) > 5 else "")
+            problem = f"the weights are non-finite ({shown}), {target} not written"
+            raise self._non_finite(problem, self.iteration)
+
     def _save_checkpoint(self, name: str, record: dict[str, Any] | None) -> None:
+        self.check_weights(name)  # never replace a good checkpoint with NaN weights
         meta = {
             "epoch": self.epochs_done,
             "iteration": self.iteration,
@@ -303,6 +329,7 @@ class Trainer:
 
     def save_state(self) -> None:
         """Write ``train_state.pt``: everything :meth:`_restore` needs to continue exactly here."""
+        self.check_weights(rundir.TRAIN_STATE)
         state = {
             "config": self.cfg.to_dict(),
             "epoch": self.epochs_done,
@@ -323,6 +350,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
         rundir.save_train_state(self.run_dir / rundir.TRAIN_STATE, state)
+        self.saved_iteration = self.iteration
 
     def close(self) -> None:
         """Give back what the run changed in this process (torch's thread count)."""

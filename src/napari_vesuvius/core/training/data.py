@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import ChallengeDataset, is_dataset_folder
+from ..dataset_check import format_problems
 from ..errors import DatasetError
 from ..proofread.naming import is_derived_name
 from ..volume_io import TIFF_SUFFIXES
@@ -49,17 +50,28 @@ def _volumes_in(folder: Path) -> dict[str, Path]:
 
 
 def _from_challenge(root: Path) -> list[VolumeSource]:
+    """Training pairs of a challenge folder; ids listed in train.csv with no file at all are skipped
+    (the dataset's warning names them), an image without its label (or the reverse) is an error."""
     dataset = ChallengeDataset.open(root)
-    sources = []
+    absent = set(dataset.missing_train_ids())
+    sources, problems = [], []
     for volume_id in dataset.train_ids:
+        if volume_id in absent:
+            continue
         image, label = dataset.image_path(volume_id), dataset.label_path(volume_id)
         if label is None or not label.is_file():
-            raise DatasetError(f"{label or root}: missing label for training id {volume_id!r}")
+            problems.append(f"{label or root}: missing label for training id {volume_id!r}")
         if not image.is_file():
-            raise DatasetError(f"{image}: missing image for training id {volume_id!r}")
-        sources.append(VolumeSource(volume_id, image, label, dataset.scroll_id(volume_id)))
+            problems.append(f"{image}: missing image for training id {volume_id!r}")
+        if label is not None and label.is_file() and image.is_file():
+            sources.append(VolumeSource(volume_id, image, label, dataset.scroll_id(volume_id)))
+    if problems:
+        raise DatasetError(format_problems(root, problems))
     if not sources:
-        raise DatasetError(f"{root}: no training volumes (train_images/ is empty)")
+        why = "train_images/ is empty"
+        if absent:
+            why = f"none of the {len(absent)} id(s) in train.csv has files"
+        raise DatasetError(f"{root}: no training volumes ({why})")
     return sources
 
 

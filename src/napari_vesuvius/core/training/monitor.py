@@ -84,6 +84,8 @@ class RunSummary:
     iteration: int = 0
     iterations: int = 0
     message: str = ""
+    #: why the run ended (``completed``, ``time_limit``, ``non_finite`` ...; "" while running or unknown)
+    reason: str = ""
     best_metric: float | None = None
     best_epoch: int | None = None
     eta_s: float | None = None
@@ -115,6 +117,7 @@ class RunSummary:
             self.iteration = record["iteration"]
         if event == "started":
             self.state, self.message = "running", "; ".join(record.get("notes") or [])
+            self.reason = ""
             self.epochs = int(record.get("epochs", self.epochs))
             self.iterations = self.epochs * int(record.get("iterations_per_epoch", 0))
             self.epoch = int(record.get("epoch", 0))
@@ -134,6 +137,7 @@ class RunSummary:
             self.state = str(event)
             self.eta_s = 0.0 if event == "finished" else None
             self.message = str(record.get("message") or record.get("reason") or event)
+            self.reason = str(record.get("reason") or "")
             if event == "finished":
                 self.best_metric, self.best_epoch = record.get("best_metric"), record.get("best_epoch")
 

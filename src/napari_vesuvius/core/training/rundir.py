@@ -10,6 +10,7 @@ Layout::
       train_state.pt       optimizer, weights, counters and RNG states: what --resume continues from
       train.log            console output when started by core.training.process
       postprocess.json     the clean-up chosen for checkpoint_best.pt at the end (see postprocess_step)
+      data_check.json      data files whose values passed the check (core.dataset_check), by size + time
 
 ``train_state.pt`` holds its own copy of the weights, so it is self-consistent whatever happened to
 ``checkpoint_last.pt``. All files are written atomically (temporary file + ``os.replace``).
@@ -35,6 +36,7 @@ CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train.log"
+DATA_CHECK = "data_check.json"
 PID_FILE = "train.pid"
 #: Values of the "event" key of metrics.jsonl records.
 METRIC_EVENTS = ("started", "progress", "epoch_end", "postprocess", "cancelled", "finished", "error")

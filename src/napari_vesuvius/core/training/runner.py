@@ -1,24 +1,33 @@
 """The training job: a generator yielding :class:`Progress` per iteration (see docs/architecture.md).
 
-``train(config, run_dir)`` trains for exactly ``epochs × iterations_per_epoch`` iterations (fewer only
-with early stopping or when the ``max_minutes`` wall-clock limit is reached: the run then stops at the
-next iteration boundary, saves ``checkpoint_last.pt`` and its state and logs ``finished`` with reason
-``time_limit``; raise the limit and resume to continue), validates after every epoch, keeps the run
-folder (:mod:`.rundir`) up to date and returns a :class:`TrainResult`. Closing the generator (widget
-Cancel, CLI SIGTERM through ``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and
-``train_state.pt`` are saved and a ``cancelled`` event is logged, so ``resume=True`` continues at that
-very iteration. A hard kill loses at most the epoch in progress (state is saved at every epoch end).
+``train(config, run_dir)`` first checks every training volume (headers, label values, NaN/Inf:
+:mod:`..dataset_check`; files that passed are remembered in ``data_check.json``) and refuses the run,
+listing every bad file, before anything is trained. It then trains for exactly
+``epochs × iterations_per_epoch`` iterations (fewer only with early stopping or when the
+``max_minutes`` wall-clock limit is reached: the run then stops at the next iteration boundary, saves
+``checkpoint_last.pt`` and its state and logs ``finished`` with reason ``time_limit``; raise the limit
+and resume to continue), validates after every epoch, keeps the run folder (:mod:`.rundir`) up to date
+and returns a :class:`TrainResult`. Closing the generator (widget Cancel, CLI SIGTERM through
+``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and ``train_state.pt`` are saved
+and a ``cancelled`` event is logged, so ``resume=True`` continues at that very iteration. A hard kill
+loses at most the epoch in progress (state is saved at every epoch end).
 
 Each batch is drawn from ``numpy.random.default_rng([seed, 1, iteration])``, so batches do not depend
 on earlier ones: prefetch threads stay deterministic and a resumed run sees the batches an
 uninterrupted run would have seen. Learning rate: poly schedule ``lr·(1 − i/total)^0.9`` per iteration;
 with a time limit ``i/total`` becomes ``max(i/total, elapsed/limit)`` so the rate decays to the limit.
+
+A loss, gradient or weight that becomes NaN/Inf stops the run with :class:`.guard.NonFiniteError`
+before the weights are updated or saved (an ``error`` event with ``reason: non_finite``): the
+checkpoints and state of the last good epoch are never replaced. Irregularities of the data folders
+(csv ids without volumes, duplicate ids ...) are logged as notes of the ``started`` event.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,10 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from ..dataset_check import CheckItem, iter_validate_volumes
+from ..errors import VesuviusWarning
 from ..progress import Progress, scaled
 from . import rundir
 from .config import ConfigError, TrainConfig, load_config, save_config
 from .data import collect_sources, split_sources
+from .guard import NonFiniteError, TrainingError
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -159,15 +171,24 @@ def train(
     if resume:
         metrics.truncate_after(0 if state is None else int(state["epoch"]))
     try:
-        sources = collect_sources(cfg.data, cfg.pairs)
+        sources, data_notes = _collect(cfg)
         train_sources, val_sources, note = split_sources(sources, cfg.val_fraction, cfg.seed, cfg.val_ids)
+        for line in data_notes:
+            say(f"warning: {line}")
+        items = [CheckItem(s.image, s.label) for s in sources]
+        check = iter_validate_volumes(items, "training data", cache=run_dir / rundir.DATA_CHECK)
+        yield from check
         trainer = Trainer(cfg, run_dir, train_sources, val_sources, state)
+    except GeneratorExit:
+        done = 0 if state is None else int(state["iteration"])
+        metrics.write("cancelled", message="cancelled while checking the training data", iteration=done)
+        raise
     except BaseException as error:
         metrics.write("error", message=f"{type(error).__name__}: {error}")
         raise
-    notes = [note, *trainer.notes]
-    for line in notes:
+    for line in [note, *trainer.notes]:  # the data warnings were said before the check
         say(line)
+    notes = [note, *data_notes, *trainer.notes]
     metrics.write(
         "started",
         resumed=state is not None,
@@ -206,19 +227,18 @@ def train(
             yield Progress(trainer.iteration, total, trainer.progress_message(loss))
     except GeneratorExit:
         prefetcher.close()
-        if trainer.iteration % cfg.iterations_per_epoch != 0 or trainer.iteration == 0:
-            trainer.save_last_checkpoint()
-        trainer.save_state()
+        try:
+            if trainer.iteration % cfg.iterations_per_epoch != 0 or trainer.iteration == 0:
+                trainer.save_last_checkpoint()
+            trainer.save_state()
+        except TrainingError as error:  # non-finite weights: nothing saved, say why
+            _log_error(metrics, trainer, error)
+            raise
         metrics.write("cancelled", epoch=trainer.epochs_done, iteration=trainer.iteration, lr=trainer.lr)
         say(f"cancelled at iteration {trainer.iteration}/{total}: state saved, resume to continue")
         raise
     except BaseException as error:
-        metrics.write(
-            "error",
-            epoch=trainer.epochs_done,
-            iteration=trainer.iteration,
-            message=f"{type(error).__name__}: {error}",
-        )
+        _log_error(metrics, trainer, error)
         raise
     finally:
         prefetcher.close()
@@ -263,6 +283,34 @@ def train(
         ),
     )
     return result
+
+
+def _collect(cfg: TrainConfig) -> tuple[list[Any], list[str]]:
+    """The run's sources and the data warnings met on the way (csv ids without volumes ...), as notes:
+    they are said once, through the run's log, instead of as Python warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VesuviusWarning)
+        sources = collect_sources(cfg.data, cfg.pairs)
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, VesuviusWarning):
+            notes.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return sources, list(dict.fromkeys(notes))
+
+
+def _log_error(metrics: rundir.MetricsLog, trainer: Any, error: BaseException) -> None:
+    """The ``error`` event of a run that failed while training (``reason`` for a non-finite run)."""
+    extra = {"reason": error.reason} if isinstance(error, NonFiniteError) else {}
+    iteration = error.iteration if isinstance(error, TrainingError) else trainer.iteration
+    metrics.write(
+        "error",
+        epoch=trainer.epochs_done,
+        iteration=iteration,
+        message=f"{type(error).__name__}: {error}",
+        **extra,
+    )
 
 
 def _choose_postprocess(

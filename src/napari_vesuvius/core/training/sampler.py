@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..errors import VolumeError
+from ..errors import VolumeError, warn_user
+from ..inference.intensity import VoxelCheck, conversion_for
 from ..inference.model_api import Normalization
 from ..labels import IGNORE, SURFACE
 from ..volume_io import open_labels, open_volume
@@ -71,6 +72,23 @@ def mark_gaps(label: np.ndarray, radius: int = GAP_RADIUS) -> np.ndarray:
     return out
 
 
+def _training_normalization(normalization: Normalization, image: np.ndarray, path: object) -> Normalization:
+    """The normalisation for one training volume, by the same intensity rule as inference.
+
+    A model that records its intensity range (built-in uint8 models) sees every volume on that range:
+    uint16 / float [0, 1] volumes are converted as at inference (announced once per volume), other
+    dtypes are refused, and a float volume must be finite (and in [0, 1] when it is mapped).
+    """
+    try:
+        conversion = conversion_for(image.dtype, normalization)
+    except ValueError as error:
+        raise VolumeError(path, str(error)) from None
+    VoxelCheck(path, conversion.unit_range)(image)
+    if not conversion.identity:
+        warn_user(path, f"intensities converted for training: {conversion.rule}")
+    return conversion.adapt(normalization).fit(image)
+
+
 @dataclass
 class TrainingVolume:
     """One image/label pair, read into RAM on first use (thread-safe).
@@ -107,7 +125,7 @@ class TrainingVolume:
             labelled = np.argwhere(label[::4, ::4, ::4] != IGNORE).astype(np.int32) * 4
             if len(labelled) == 0:
                 labelled = np.argwhere(label != IGNORE).astype(np.int32)[:MAX_FOREGROUND_COORDS]
-            self._norm = self.normalization.fit(image)
+            self._norm = _training_normalization(self.normalization, image, self.source.image)
             self._image, self._label, self._foreground, self._labelled = image, label, foreground, labelled
 
     @property
