@@ -144,8 +144,8 @@ def reference_rate(path: Path, model_path: Path, region: Any) -> tuple[float, in
 
 
 def run_workers(path: Path, model_path: Path, workers: int) -> tuple[Any, float, RssSampler, Path]:
+    from napari_vesuvius.core.inference.models import ModelSpec
     from napari_vesuvius.core.scroll import predict_scroll
-    from napari_vesuvius.core.submit import ModelSpec
 
     output = DATA / f"pred_{path.stem}_{workers}w.ome.zarr"
     job = predict_scroll(

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop_with_the_models_own_clean_up(tmp_path, capsys) -> None:
     from napari_vesuvius.cli.main import main
     from napari_vesuvius.core.postprocess import PostprocessConfig

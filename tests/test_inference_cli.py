@@ -9,10 +9,10 @@ import zarr
 
 from inference_helpers import scan_volume
 from napari_vesuvius.cli.main import main
-from napari_vesuvius.cli.predict import parse_tta
 from napari_vesuvius.core.inference.checkpoint import read_checkpoint_info
 from napari_vesuvius.core.inference.engine import predict
 from napari_vesuvius.core.inference.loading import load_model
+from napari_vesuvius.core.inference.settings import parse_tta
 
 
 @pytest.fixture

@@ -236,6 +236,7 @@ def _random_pairs(n: int, seed: int):
         yield p, g
 
 
+@pytest.mark.slow
 def test_brute_force_reference_on_random_tiny_volumes() -> None:
     nonzero = [0, 0, 0]
     for p, g in _random_pairs(100, seed=11):
@@ -246,6 +247,7 @@ def test_brute_force_reference_on_random_tiny_volumes() -> None:
     assert nonzero[0] > 0 and nonzero[1] > 0, nonzero  # cavities: see test_brute_force_cavities
 
 
+@pytest.mark.slow
 def test_brute_force_empty_sky_and_lone_components() -> None:
     """Volumes empty above some height (the dimension-1 sweep maps that sky to the outside) and with
     components only one side has (dimension 0 cannot take its no-sweep shortcut)."""
@@ -290,6 +292,7 @@ def test_mask_statistics_kernel() -> None:
         assert len(pairs) == n
 
 
+@pytest.mark.slow
 def test_brute_force_cavities() -> None:
     rng = np.random.default_rng(5)
     hits = 0

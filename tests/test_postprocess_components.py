@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_vesuvius.core.postprocess import (
+    ComponentFilter,
     fill_cavities_3d,
     fill_holes_2d,
     filter_components,
@@ -115,3 +116,35 @@ def test_fill_cavities_3d() -> None:
     assert np.array_equal(fill_cavities_3d(mask, max_size=25), mask)
     reference = ndi.binary_fill_holes(mask)  # 6-connected background, like ours
     assert np.array_equal(filled, reference)
+
+
+def _brute_filter(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
+    """Reference: scipy labels (raster order), drop small, keep the k largest (stable ties)."""
+    labels, count = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    ids = [i + 1 for i in range(count) if sizes[i] >= min_size]
+    if keep_largest > 0:
+        ids = sorted(ids, key=lambda i: -sizes[i - 1])[:keep_largest]
+    return np.isin(labels, ids)
+
+
+def test_component_filter_equals_brute_force_for_many_values() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(4):
+        mask = ndi.uniform_filter(rng.random((14, 17, 15)), 2) > 0.62 - 0.02 * trial
+        reused = ComponentFilter(mask)  # one labelling, many values
+        for min_size in (0, 1, 2, 3, 5, 12, 40, 10**6):
+            for keep in (0, 1, 2, 3, 7, 10**6):
+                expected = _brute_filter(mask, min_size, keep)
+                np.testing.assert_array_equal(reused.filter(min_size, keep), expected)
+                np.testing.assert_array_equal(filter_components(mask, min_size, keep), expected)
+    assert not ComponentFilter(np.zeros((3, 3, 3), bool)).filter(2, 1).any()
+
+
+def test_component_filter_returns_new_masks() -> None:
+    mask = _three_blobs()
+    components = ComponentFilter(mask)
+    kept = components.filter(0, 0)
+    kept[...] = False  # the caller owns its mask
+    assert components.filter(0, 0).sum() == 37 and components.filter(3, 0).sum() == 35
+    assert components.keep_table(0, 5) is None  # nothing to drop: no lookup at all

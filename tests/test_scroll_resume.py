@@ -19,6 +19,7 @@ def scan(tmp_path):
         yield make_scan(tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_worker_and_interrupted_run_resume_to_the_same_values(scan, tmp_path) -> None:
     from distributed import Client, LocalCluster
 

@@ -107,7 +107,8 @@ def test_weight_must_follow_a_model(setup):
 
 
 def test_cancelled_submit_leaves_no_partial_zip(setup, tmp_path):
-    from napari_vesuvius.core.submit import ModelSpec, iter_submit
+    from napari_vesuvius.core.inference.models import ModelSpec
+    from napari_vesuvius.core.submit import iter_submit
 
     layout, (model_a, _), _ = setup
     out = tmp_path / "submission.zip"

@@ -20,6 +20,7 @@ from napari_vesuvius.core.sweep import (
     run_sweep,
     sweep_configs,
     value_range,
+    volume_files,
 )
 
 SHAPE = (24, 32, 32)
@@ -219,3 +220,58 @@ def test_cli_sweep_reports_missing_pairs_and_bad_values(volume_folders, capsys):
     assert "--values" in capsys.readouterr().err
     assert main(["sweep", str(p), str(lab), "--param", "threshold", "--values", "0.3"]) == 1
     assert "threshold_mode is 'absolute'" in capsys.readouterr().err
+
+
+def _noisy_components(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed noise: a threshold gives many components of many sizes (ties included), with ignore."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    smooth = ndi.uniform_filter(rng.random((20, 26, 24)), 3)
+    rank = np.argsort(np.argsort(smooth.ravel())).reshape(smooth.shape)
+    prob = (rank / rank.size).astype(np.float32)  # uniform: a threshold of 0.86 keeps ~14 %
+    label = (ndi.uniform_filter(rng.random(prob.shape), 3) > 0.52).astype(np.uint8)
+    label[:, :2] = 2
+    return prob, label
+
+
+@pytest.mark.parametrize(
+    ("parameter", "values", "base"),
+    [
+        ("dust_size", [0, 2, 5, 9, 20, 60, 400], {}),  # dust only
+        ("keep_largest", [0, 1, 2, 3, 6, 50], {}),  # keep-k only
+        ("dust_size", [0, 10, 40, 100, 300], {"keep_largest": 8}),  # both
+        ("keep_largest", [0, 1, 4, 12], {"dust_size": 6}),  # both
+    ],
+)
+def test_component_sweeps_equal_scoring_the_pipeline_masks(parameter, values, base):
+    """Scores from the sweep's one-labelling path equal scoring the mask ``run_pipeline`` writes."""
+    config = PostprocessConfig(threshold_mode="absolute", threshold=0.86, **{"dust_size": 0, **base})
+    for seed in range(3):
+        prob, label = _noisy_components(seed)
+        scan = np.ones(prob.shape, bool)
+        scan[:, :, -3:] = False
+        result = run_sweep([SweepCase(f"r{seed}", prob, label, scan)], config, parameter, values)
+        masks = []
+        for value, scored in zip(values, result.results[0], strict=True):
+            mask = run_pipeline(prob, dataclasses.replace(config, **{parameter: value}), scan_mask=scan)
+            masks.append(mask)
+            assert scored.to_dict() == score_volume(mask, label).to_dict(), (seed, value)
+        assert len({m.sum() for m in masks}) > 2  # the values really change the mask
+
+
+def test_volume_files_ids_match_the_reader(tmp_path):
+    from napari_vesuvius._reader import read_volumes
+    from napari_vesuvius.core.volume_io import volume_id, write_ome_zarr, write_volume
+
+    volume = np.zeros((4, 8, 8), np.uint8)
+    write_ome_zarr(tmp_path / "a.ome.zarr", [volume], chunks=(4, 8, 8))
+    write_volume(tmp_path / "b.zarr", volume)
+    tifffile.imwrite(tmp_path / "c.tif", volume, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "d.ome.tiff", volume, photometric="minisblack")
+    found = volume_files(tmp_path)
+    assert sorted(found) == ["a", "b", "c", "d"]
+    for name, path in found.items():
+        [(_, meta, _)] = read_volumes(str(path))
+        assert meta["metadata"]["vesuvius_id"] == name == volume_id(path)
+    assert volume_id("x/1234.OME.ZARR/") == "1234" and volume_id(".tif") == ".tif"

@@ -12,7 +12,7 @@ from napari_vesuvius.core.errors import DatasetError, VolumeError
 from napari_vesuvius.core.inference.model_api import Normalization
 from napari_vesuvius.core.labels import IGNORE
 from napari_vesuvius.core.training.augment import mirror_rotate, sample_spatial, warp_patch
-from napari_vesuvius.core.training.config import AugmentConfig, ConfigError, TrainConfig
+from napari_vesuvius.core.training.config import AugmentConfig, TrainConfig, TrainConfigError
 from napari_vesuvius.core.training.data import VolumeSource, sources_from_folder, split_sources
 from napari_vesuvius.core.training.sampler import PatchSampler, TrainingVolume, crop_padded
 from napari_vesuvius.core.volume_io import write_volume
@@ -158,9 +158,9 @@ def test_config_validation_and_round_trip() -> None:
     assert TrainConfig.from_dict(resolved.to_dict()) == resolved
     assert resolved.differences(replace(resolved, epochs=4)) == ["epochs: 3 -> 4"]
     assert resolved.differences(replace(resolved, loader_threads=4)) == []
-    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+    with pytest.raises(TrainConfigError, match="epochs must be at least 1"):
         replace(config, epochs=0)
-    with pytest.raises(ConfigError, match="unknown training settings"):
+    with pytest.raises(TrainConfigError, match="unknown training settings"):
         TrainConfig.from_dict({**config.to_dict(), "epoch": 3})
 
 

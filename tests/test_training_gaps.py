@@ -14,7 +14,7 @@ from napari_vesuvius.core.labels import IGNORE, SURFACE  # noqa: E402
 from napari_vesuvius.core.progress import run_job  # noqa: E402
 from napari_vesuvius.core.synthetic import make_fragment  # noqa: E402
 from napari_vesuvius.core.training._trainer import Trainer  # noqa: E402
-from napari_vesuvius.core.training.config import ConfigError, TrainConfig  # noqa: E402
+from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError  # noqa: E402
 from napari_vesuvius.core.training.data import collect_sources  # noqa: E402
 from napari_vesuvius.core.training.loss import GAP, SegmentationLoss, masked_dice_ce  # noqa: E402
 from napari_vesuvius.core.training.monitor import read_metrics  # noqa: E402
@@ -78,7 +78,7 @@ def test_a_run_with_gap_weight_trains_and_scores_on_plain_labels(tmp_path: Path)
         epochs=1, iterations_per_epoch=2, patch_size=(16, 16, 16), batch_size=1, data=(str(root),),
         model_preset="tiny", val_patches=1, torch_threads=1, gap_weight=5.0, score_every=1,
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="gap_weight"):
+    with pytest.raises(TrainConfigError, match="gap_weight"):
         replace(config, gap_weight=-1.0)
     trainer = Trainer(config.resolved(), tmp_path / "t", collect_sources([str(root)], []), [], None)
     try:  # no held-out volume: validation uses its own copy of the training volume, without GAP

@@ -88,6 +88,7 @@ def test_cancel_while_choosing_keeps_checkpoints_and_resume_chooses(dataset: Pat
     assert read_metrics(run_dir)[-1]["event"] == "finished"
 
 
+@pytest.mark.slow
 def test_cli_chooses_for_a_run_folder_or_any_model(dataset: Path, tmp_path: Path, capsys) -> None:
     from napari_vesuvius.cli.main import main
 

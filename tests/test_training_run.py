@@ -17,7 +17,7 @@ from napari_vesuvius.core.inference.loading import load_model  # noqa: E402
 from napari_vesuvius.core.progress import run_job  # noqa: E402
 from napari_vesuvius.core.synthetic import make_fragment, write_training_folder  # noqa: E402
 from napari_vesuvius.core.training import rundir  # noqa: E402
-from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
+from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
 
@@ -79,6 +79,7 @@ def test_run_has_exact_counts_and_a_best_checkpoint_the_engine_loads(dataset: Pa
     assert probability.shape == image.shape and probability.min() >= 0 and probability.max() <= 1
 
 
+@pytest.mark.slow
 def test_cancelled_run_resumes_to_the_same_weights_and_exact_epochs(dataset: Path, tmp_path: Path) -> None:
     config = _config(dataset, epochs=2, iterations_per_epoch=3)
     run_job(train(config, tmp_path / "full"))
@@ -104,17 +105,18 @@ def test_cancelled_run_resumes_to_the_same_weights_and_exact_epochs(dataset: Pat
         assert torch.allclose(resumed[key], value, atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_unless_forced(dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_job(train(_config(dataset, epochs=1), run_dir))
-    with pytest.raises(ConfigError, match="already holds a training run"):
+    with pytest.raises(TrainConfigError, match="already holds a training run"):
         run_job(train(_config(dataset, epochs=1), run_dir))
-    with pytest.raises(ConfigError, match=r"epochs: 1 -> 2"):
+    with pytest.raises(TrainConfigError, match=r"epochs: 1 -> 2"):
         run_job(train(_config(dataset, epochs=2), run_dir, resume=True))
     result = run_job(train(_config(dataset, epochs=2), run_dir, resume=True, force=True))
     assert result.epochs_done == 2
     assert [r["epoch"] for r in _epoch_ends(run_dir)] == [1, 2]
-    with pytest.raises(ConfigError, match="nothing to resume"):
+    with pytest.raises(TrainConfigError, match="nothing to resume"):
         run_job(train(None, tmp_path / "empty", resume=True))
 
 
@@ -134,6 +136,7 @@ def test_corrupt_state_or_checkpoint_gives_a_clear_error(dataset: Path, tmp_path
     assert read_metrics(tmp_path / "tuned")[-1]["event"] == "error"
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_built_in_checkpoint(dataset: Path, tmp_path: Path) -> None:
     from napari_vesuvius.core.training.model import build_training_model
 
@@ -149,6 +152,7 @@ def test_fine_tune_from_a_built_in_checkpoint(dataset: Path, tmp_path: Path) -> 
     assert tuned.metadata["init"]["init"] == str(base / rundir.CHECKPOINT_BEST)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run_when_nothing_improves(dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_job(train(_config(dataset, epochs=5, lr=1e-12, patience=1), run_dir))
@@ -173,6 +177,7 @@ def test_metrics_follower_reads_only_complete_lines(tmp_path: Path) -> None:
     assert [r["event"] for r in follower.poll()] == ["started"] and follower.was_reset
 
 
+@pytest.mark.slow
 def test_fine_tune_from_an_nnunet_folder_and_again_from_its_checkpoint(dataset: Path, tmp_path: Path) -> None:
     pytest.importorskip("dynamic_network_architectures")
     from nnunet_fixtures import make_nnunet_model_folder

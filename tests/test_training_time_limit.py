@@ -18,7 +18,7 @@ from napari_vesuvius.core.progress import run_job  # noqa: E402
 from napari_vesuvius.core.synthetic import write_training_folder  # noqa: E402
 from napari_vesuvius.core.training import rundir  # noqa: E402
 from napari_vesuvius.core.training._trainer import Trainer  # noqa: E402
-from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config  # noqa: E402
+from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError, load_config  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
 
@@ -47,10 +47,11 @@ def _config(dataset: Path, **changes: object) -> TrainConfig:
 def test_max_minutes_is_validated_and_off_by_default(dataset: Path) -> None:
     assert _config(dataset).max_minutes == 0.0
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="max_minutes"):
+        with pytest.raises(TrainConfigError, match="max_minutes"):
             _config(dataset, max_minutes=bad)
 
 
+@pytest.mark.slow
 def test_run_stops_at_the_limit_saves_and_resumes_with_a_higher_limit(
     dataset: Path, tmp_path: Path, iteration_clock: None
 ) -> None:
@@ -68,7 +69,7 @@ def test_run_stops_at_the_limit_saves_and_resumes_with_a_higher_limit(
     assert last.metadata["iteration"] == 3  # the weights at the stop, not those of the last epoch end
     assert rundir.load_train_state(run_dir / rundir.TRAIN_STATE)["iteration"] == 3
 
-    with pytest.raises(ConfigError, match="time limit"):
+    with pytest.raises(TrainConfigError, match="time limit"):
         run_job(train(config, run_dir, resume=True))
     resumed = run_job(train(replace(config, max_minutes=0.0), run_dir, resume=True))  # no force needed
     assert not resumed.stopped_by_time
@@ -76,6 +77,7 @@ def test_run_stops_at_the_limit_saves_and_resumes_with_a_higher_limit(
     assert load_config(run_dir / rundir.CONFIG_JSON).max_minutes == 0.0
 
 
+@pytest.mark.slow
 def test_learning_rate_decays_to_the_time_limit(dataset: Path, tmp_path: Path, iteration_clock: None) -> None:
     config = _config(dataset, epochs=10, max_minutes=1.0)  # 60 s = 6 iterations of 20
     result = run_job(train(config, tmp_path / "run"))

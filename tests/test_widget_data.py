@@ -43,6 +43,7 @@ def test_open_dataset_shows_image_and_labels_with_fixed_colours(make_napari_view
     assert "shape (32, 40, 40)" in widget.info.value
 
 
+@pytest.mark.slow
 def test_browse_next_previous_and_test_ids_have_no_labels(make_napari_viewer, dataset_folder):
     viewer, widget = _widget(make_napari_viewer)
     widget.open_path(dataset_folder)

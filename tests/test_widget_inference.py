@@ -102,3 +102,34 @@ def test_the_probability_layer_carries_the_models_own_clean_up(inference, tiny_c
     qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
     assert layer.metadata["prediction"]["complete"] is True
     assert model_postprocess_of(layer) == own  # the finished run keeps it
+
+
+def test_zarr_output_fills_a_partial_store_then_points_at_the_target(inference, tmp_path, qtbot):
+    from pathlib import Path
+
+    viewer, widget = inference
+    target = tmp_path / "pred.zarr"
+    widget.output_zarr.value = target
+    assert widget.run() is not None
+    layer = viewer.layers["ct probability"]
+    assert Path(layer.data.store.root).name.endswith(".partial.zarr")  # fills next to the target
+    assert not target.exists()
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    assert Path(layer.data.store.root) == target  # published: the layer reads the final store
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.zarr"]
+    assert layer.data.attrs["complete"] is True and layer.data[:].max() > 0
+    assert widget.last_result.probability.shape == viewer.layers["ct"].data.shape
+
+
+def test_cancelled_zarr_output_leaves_nothing_behind(inference, tmp_path, qtbot):
+    viewer, widget = inference
+    widget.output_zarr.value = tmp_path / "pred.zarr"
+    widget.batch_size.value = 1
+    widget.step.value = 0.25  # many tiles, so the run is still going when we cancel
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.task.reports > 0, timeout=60000)
+    widget.task.cancel()
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a partial store
+    layer = viewer.layers["ct probability (partial)"]
+    assert isinstance(layer.data, np.ndarray)  # the partial result stays visible, in memory

@@ -63,6 +63,7 @@ def _press(viewer, key: str) -> None:
     handler.release_key(key)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals for the training process")
 def test_accept_paint_save_autosave_and_retrain(scene, tmp_path, qtbot):
     from napari_vesuvius.cli.main import main

@@ -124,6 +124,7 @@ def test_cancel_a_sweep(score, qtbot):
     assert "cancelled" in widget.message.value
 
 
+@pytest.mark.slow
 def test_sweep_over_all_training_volumes_of_a_dataset(make_napari_viewer, tmp_path, qtbot):
     from napari_vesuvius.core.synthetic import write_challenge_dataset
     from napari_vesuvius.widgets.data_widget import DataWidget

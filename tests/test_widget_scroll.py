@@ -46,6 +46,7 @@ def scroll_widget(make_napari_viewer, tmp_path):
         yield viewer, widget, volume, checkpoint, tmp_path
 
 
+@pytest.mark.slow
 def test_block_run_fills_a_multiscale_layer_equal_to_the_in_memory_pass(
     scroll_widget, cluster, qtbot
 ) -> None:

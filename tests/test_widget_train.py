@@ -41,6 +41,7 @@ def train(make_napari_viewer):
     widget.timer.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_start_follow_cancel_and_use_the_model(train, tmp_path, qtbot):
     from napari_vesuvius.core.synthetic import write_challenge_dataset
@@ -111,10 +112,15 @@ def test_reattaches_to_a_run_started_by_an_earlier_session(train, tmp_path, qtbo
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / rundir.CONFIG_JSON).write_text("{}")
-    # stands in for a training process left running when napari was closed
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # stands in for a training process left running when napari was closed: it records itself in
+    # train.pid as the train CLI does (pid, start time, command line)
+    code = (
+        "import sys, time; from napari_vesuvius.core.training.process import write_pid_file; "
+        "write_pid_file(sys.argv[1]); time.sleep(120)"
+    )
+    sleeper = subprocess.Popen([sys.executable, "-c", code, str(run_dir)])
     try:
-        (run_dir / rundir.PID_FILE).write_text(f"{sleeper.pid}\n")
+        qtbot.waitUntil(lambda: (run_dir / rundir.PID_FILE).exists(), timeout=60_000)
         widget.form.run_dir.value = run_dir
         assert widget.running and widget.process.pid == sleeper.pid
         assert "already running" in widget.status.value and widget.cancel_button.enabled
@@ -129,6 +135,41 @@ def test_reattaches_to_a_run_started_by_an_earlier_session(train, tmp_path, qtbo
         sleeper.wait()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("stale", ["reused_pid", "old_format"])
+def test_never_signals_an_unrelated_process_named_by_a_stale_pid_file(train, tmp_path, qtbot, stale):
+    import subprocess
+    import sys
+
+    from napari_vesuvius.core.training.process import process_identity
+
+    _, widget = train
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / rundir.CONFIG_JSON).write_text("{}")
+    # an unrelated process that got the pid of a training killed with SIGKILL (its train.pid stayed)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        if stale == "reused_pid":
+            identity = process_identity(sleeper.pid)
+            assert identity is not None
+            # same pid and command line, another start time: the recorded process is gone
+            record = {"pid": sleeper.pid, "start": "0", "command": identity["command"]}
+            (run_dir / rundir.PID_FILE).write_text(json.dumps(record))
+        else:  # a bare pid, as written before start times were recorded: cannot be verified
+            (run_dir / rundir.PID_FILE).write_text(f"{sleeper.pid}\n")
+        widget.form.run_dir.value = run_dir
+        assert not widget.running and widget.process is None
+        assert "already running" not in widget.status.value and not widget.cancel_button.enabled
+        assert not (run_dir / rundir.PID_FILE).exists()  # the stale file is removed
+        widget.cancel()
+        assert sleeper.poll() is None  # not signalled
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.slow
 def test_train_on_open_layers_saves_them_into_the_run_folder(train, tmp_path, qtbot):
     import tifffile
 
@@ -219,6 +260,7 @@ def test_recent_rate_and_duration():
     assert format_duration(None) == "?"
 
 
+@pytest.mark.slow
 def test_a_failing_run_shows_the_error_and_its_log(train, tmp_path, qtbot):
     _, widget = train
     (tmp_path / "empty").mkdir()

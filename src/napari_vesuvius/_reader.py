@@ -26,6 +26,7 @@ from napari_vesuvius.core.volume_io import (
     is_label_volume,
     is_zarr_path,
     open_volume,
+    volume_id,
 )
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -44,15 +45,6 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDa
     if not paths or not all(can_read(p) for p in paths):
         return None
     return read_volumes
-
-
-def volume_id(path: Path) -> str:
-    """The id shown in layer names: the file name without .tif/.tiff/.zarr."""
-    name = path.name
-    for suffix in (*TIFF_SUFFIXES, ".zarr", ".ome"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or path.name
 
 
 def layer_data(volume: LazyVolume, *, as_labels: bool | None = None) -> LayerData:

@@ -77,9 +77,9 @@ def _corrected_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_vesuvius.cli.train import _LineProgress, _StopFlag, check_run_dir
+    from napari_vesuvius.cli.train import check_run_dir
     from napari_vesuvius.core.errors import CancelledError
-    from napari_vesuvius.core.progress import ConsoleProgress, run_job
+    from napari_vesuvius.core.progress import ConsoleProgress, StopFlag, run_job
     from napari_vesuvius.core.proofread.finetune import finetune_config, iter_finetune, training_pairs
     from napari_vesuvius.core.training.config import AugmentConfig
 
@@ -105,13 +105,15 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"\n{message}" if sys.stderr.isatty() else message, file=sys.stderr, flush=True)
 
-    progress = ConsoleProgress("finetune") if sys.stderr.isatty() else _LineProgress()
-    with _StopFlag() as stop:
+    progress = ConsoleProgress("finetune", interval=10.0)  # plain lines when piped to a log
+    with StopFlag() as stop:
         try:
             result = run_job(iter_finetune(config, args.run_dir, log=say), progress, stop)
         except CancelledError:
             print(f"cancelled: state saved in {args.run_dir}; continue with train --resume", file=sys.stderr)
             return 130
+        finally:
+            progress.close()
     summary: dict[str, Any] = {
         "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
         "epochs": result.train.epochs_done, "iterations": result.train.iterations_done,

@@ -18,25 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.inference.settings import add_settings_arguments, parse_tta, settings_from_args
+
+__all__ = ["parse_tta", "register", "run"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-def parse_tta(text: str) -> tuple[int, ...]:
-    """``"all"`` → (0, 1, 2); ``"none"``/``""`` → (); ``"0,2"`` → (0, 2)."""
-    text = text.strip().lower()
-    if text in ("all", "xyz", "zyx"):
-        return (0, 1, 2)
-    if text in ("", "none", "off"):
-        return ()
-    try:
-        axes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        problem = f"--tta: expected 'all', 'none' or axes like 0,1,2, got {text!r}"
-        raise argparse.ArgumentTypeError(problem) from None
-    if any(a not in (0, 1, 2) for a in axes):
-        raise argparse.ArgumentTypeError(f"--tta: axes must be 0, 1 or 2, got {text!r}")
-    return axes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,28 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="which images of a challenge dataset folder (default: test)",
     )
     parser.add_argument("--format", choices=("tif", "zarr"), default="tif", help="file type in folder mode")
-    parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (0.5)")
-    parser.add_argument("--no-gaussian", action="store_true", help="blend tiles with equal weights")
-    parser.add_argument(
-        "--tta",
-        type=parse_tta,
-        default=(),
-        metavar="AXES",
-        help="mirroring TTA axes: 'all', 'none' (default) or e.g. '0,1,2'",
-    )
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
-    parser.add_argument(
-        "--dtype",
-        choices=("float16", "float32", "uint8"),
-        default=None,
-        help="output values: float16 (default)/float32 probability or uint8 0-255 "
-        "(block-wise runs: uint8 only)",
-    )
-    parser.add_argument("--no-skip-air", action="store_true", help="run the network on all-zero tiles too")
+    add_settings_arguments(parser, output_dtype=True)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     scroll = parser.add_argument_group("full scrolls (block-wise on a dask cluster, resumable)")
@@ -191,53 +158,32 @@ def _check_outputs(args: argparse.Namespace, jobs: list[tuple[str, Path, Path]])
 
 
 def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Path, label: str) -> Any:
-    import numpy as np
-
     from napari_vesuvius.core.inference.engine import predict_volume
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
 
     volume = _open(source)
-    kwargs = _engine_settings(args)
+    settings = settings_from_args(args)
     progress = None if args.quiet else ConsoleProgress(label)
-    dtype_name = args.dtype or "float16"
     try:
         if target.suffix.lower() == ".zarr":
-            import zarr
+            from napari_vesuvius.core.inference.outputs import create_prediction_output
 
-            from napari_vesuvius.core.atomic import remove_path, temp_sibling
-            from napari_vesuvius.core.volume_io import cubic_chunks
-            from napari_vesuvius.core.volume_write import swap_in
-
-            tmp = temp_sibling(target, ".partial.zarr")  # also removes a killed run's partial store
-            dtype = np.dtype(dtype_name)
-            out = zarr.create_array(
-                store=str(tmp),
-                shape=volume.shape,
-                dtype=dtype,
-                chunks=cubic_chunks(volume.shape, dtype.itemsize),
-                fill_value=0,
-            )
-            try:
-                result = run_job(predict_volume(volume.data, models, output=out, **kwargs), progress)
-                swap_in(tmp, target)  # an existing target stays until the new store is in place
-            finally:
-                if tmp.exists():
-                    remove_path(tmp)
+            # an existing target (allowed by --overwrite) stays until the new store is in place
+            inputs = [args.input, *args.model, source]
+            with create_prediction_output(
+                target, volume.shape, settings.output_dtype, inputs=inputs, overwrite=args.overwrite
+            ) as pending:
+                job = predict_volume(volume.data, models, settings=settings, output=pending.array)
+                result = run_job(job, progress)
+                pending.publish()
         else:
             from napari_vesuvius.core.volume_io import write_volume
 
-            result = run_job(predict_volume(volume.data, models, output_dtype=dtype_name, **kwargs), progress)
+            result = run_job(predict_volume(volume.data, models, settings=settings), progress)
             write_volume(target, result.probability)
     finally:
         volume.close()
     return result
-
-
-def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        step=args.step, gaussian=not args.no_gaussian, tta_axes=args.tta, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, skip_air=not args.no_skip_air,
-    )  # fmt: skip
 
 
 def _block_wise(args: argparse.Namespace) -> bool:
@@ -248,11 +194,11 @@ def _block_wise(args: argparse.Namespace) -> bool:
     return bool(args.distributed or implied or is_url(args.input) or is_url(args.output))
 
 
-def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
+def _predict_scroll(args: argparse.Namespace, folds: tuple[int | str, ...] | None) -> int:
     """Block-wise prediction of one zarr volume on a dask cluster (see the module docstring)."""
+    from napari_vesuvius.core.inference.models import model_specs
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
     from napari_vesuvius.core.scroll import is_url, predict_scroll
-    from napari_vesuvius.core.submit import ModelSpec
 
     if args.dtype not in (None, "uint8"):
         raise VolumeError(args.output, f"block-wise outputs are uint8 0-255 (got --dtype {args.dtype})")
@@ -262,16 +208,12 @@ def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
         from napari_vesuvius.core.outputs import refuse_inputs
 
         refuse_inputs(args.output, [None if is_url(args.input) else args.input, *args.model])
-    weights = args.weights or [1.0] * len(args.model)
-    specs = [
-        ModelSpec(Path(path), weight, None if folds is None else tuple(folds), args.checkpoint)
-        for path, weight in zip(args.model, weights, strict=True)
-    ]
+    specs = model_specs(args.model, args.weights, folds, args.checkpoint)
     ome = args.ome_zarr or args.output.rstrip("/").lower().endswith(".ome.zarr")
     job = predict_scroll(
-        args.input, args.output, specs, scheduler=args.scheduler, workers=args.workers,
-        block_size=args.block_size, chunk_size=args.chunk_size, ome=ome, overwrite=args.overwrite,
-        **_engine_settings(args),
+        args.input, args.output, specs, settings_from_args(args, output_dtype="uint8"),
+        scheduler=args.scheduler, workers=args.workers, block_size=args.block_size,
+        chunk_size=args.chunk_size, ome=ome, overwrite=args.overwrite,
     )  # fmt: skip
     result = run_job(job, None if args.quiet else ConsoleProgress("blocks"))
     state = "complete" if result.complete else "INCOMPLETE (run the same command again to resume)"
@@ -288,22 +230,20 @@ def _predict_scroll(args: argparse.Namespace, folds: Any) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.heap import keep_freed_memory
-    from napari_vesuvius.core.inference.loading import load_model
-    from napari_vesuvius.core.inference.model_api import WeightedModel
+    from napari_vesuvius.core.inference.models import load_models, model_specs, parse_folds
 
     if args.weights is not None and len(args.weights) != len(args.model):
         problem = f"--weights needs one value per --model ({len(args.model)}), got {len(args.weights)}"
         raise VolumeError(None, problem)
-    folds = None if args.folds is None else [int(f) if f.isdigit() else f for f in args.folds]
+    settings_from_args(args)  # a bad --step / --batch-size is refused before anything is read
+    folds = parse_folds(args.folds)
     if _block_wise(args):
         return _predict_scroll(args, folds)
     # this process exists for the run: tile threads reuse freed activations (core/heap.py)
     keep_freed_memory(single_arena=True)
     jobs = _jobs(args)
     _check_outputs(args, jobs)
-    loaded = [load_model(path, folds=folds, checkpoint=args.checkpoint) for path in args.model]
-    weights = args.weights or [1.0] * len(loaded)
-    models = [WeightedModel(m, w) for m, w in zip(loaded, weights, strict=True)]
+    models = load_models(model_specs(args.model, args.weights, folds, args.checkpoint))
     for index, (vid, source, target) in enumerate(jobs, 1):
         label = f"{vid} ({index}/{len(jobs)})" if len(jobs) > 1 else vid
         result = _predict_one(args, models, source, target, label)

@@ -24,8 +24,7 @@ from napari_vesuvius.core.metric.memory import MEMORY_LIMIT_ENV, parse_bytes
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS, ScoreResult, ScoreSummary, score_volume
 from napari_vesuvius.core.progress import ConsoleProgress, Progress, run_job
 from napari_vesuvius.core.volume_io import TIFF_SUFFIXES, is_zarr_path, open_volume
-
-VOLUME_SUFFIXES = (*TIFF_SUFFIXES, ".zarr")
+from napari_vesuvius.core.volume_io import volume_id as _volume_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,14 +63,6 @@ def _memory_limit(text: str) -> int:
 
 def _is_volume_path(path: Path) -> bool:
     return (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES) or is_zarr_path(path)
-
-
-def _volume_id(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _volumes_in(folder: Path) -> dict[str, Path]:

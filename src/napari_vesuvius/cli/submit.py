@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_vesuvius.cli.predict import parse_tta
+from napari_vesuvius.core.inference.settings import add_settings_arguments, settings_from_args
 
 
 class _ModelAction(argparse.Action):
@@ -89,18 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("submission.zip"), help="the zip to write (default: submission.zip)"
     )
-    parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (0.5)")
-    parser.add_argument("--no-gaussian", action="store_true", help="blend tiles with equal weights")
-    parser.add_argument(
-        "--tta",
-        type=parse_tta,
-        default=(),
-        metavar="AXES",
-        help="mirroring TTA axes: 'all', 'none' (default) or e.g. '0,1,2'",
-    )
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    add_settings_arguments(parser, skip_air=False)
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out zip")
@@ -134,23 +123,19 @@ def _print_summary(summary: Any) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.inference.models import model_specs, parse_folds
     from napari_vesuvius.core.outputs import check_output_path
     from napari_vesuvius.core.postprocess import PostprocessConfig
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
-    from napari_vesuvius.core.submit import ModelSpec, iter_submit
+    from napari_vesuvius.core.submit import iter_submit
 
+    settings = settings_from_args(args)  # a bad --step / --batch-size is refused first
     inputs = [args.data, args.postprocess, *(path for path, _ in args.models)]
     check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
-    folds = None if args.folds is None else tuple(int(f) if f.isdigit() else f for f in args.folds)
-    specs = [
-        ModelSpec(path, 1.0 if weight is None else weight, folds, args.checkpoint)
-        for path, weight in args.models
-    ]
+    paths, weights = [path for path, _ in args.models], [weight for _, weight in args.models]
+    specs = model_specs(paths, weights, parse_folds(args.folds), args.checkpoint)
     config = PostprocessConfig.load(args.postprocess) if args.postprocess is not None else None
-    job = iter_submit(
-        args.data, specs, args.out, config, step=args.step, gaussian=not args.no_gaussian,
-        tta_axes=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
-    )  # fmt: skip
+    job = iter_submit(args.data, specs, args.out, config, settings)
     summary = run_job(job, None if args.quiet else ConsoleProgress("submit"))
     _print_summary(summary)
     if config is None:

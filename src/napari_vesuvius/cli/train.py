@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -123,14 +120,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _requested_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Settings given on the command line (or in --config), as TrainConfig fields."""
-    from napari_vesuvius.core.training.config import AugmentConfig, ConfigError
+    from napari_vesuvius.core.training.config import AugmentConfig, TrainConfigError
 
     settings: dict[str, Any] = {}
     if args.config:
         try:
             settings.update(json.loads(Path(args.config).read_text()))
         except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{args.config}: cannot read settings ({error})") from error
+            raise TrainConfigError(f"{args.config}: cannot read settings ({error})") from error
     for option, name in _FIELDS.items():
         value = getattr(args, option)
         if value is not None:
@@ -158,7 +155,7 @@ def _requested_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _build_config(args: argparse.Namespace) -> Any:
     """The TrainConfig to run, or None to resume with the stored one unchanged."""
-    from napari_vesuvius.core.training.config import ConfigError, TrainConfig, load_config
+    from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError, load_config
     from napari_vesuvius.core.training.rundir import CONFIG_JSON
 
     settings = _requested_settings(args)
@@ -171,7 +168,7 @@ def _build_config(args: argparse.Namespace) -> Any:
     required = ("epochs", "iterations_per_epoch")
     missing = [f"--{name.replace('_', '-')}" for name in required if name not in settings]
     if missing:
-        raise ConfigError(f"a new run needs {' and '.join(missing)} (no hidden defaults)")
+        raise TrainConfigError(f"a new run needs {' and '.join(missing)} (no hidden defaults)")
     if "patch_size" not in settings and settings.get("init"):
         settings["patch_size"] = list(_init_patch_size(settings["init"], settings.get("fold")))
     settings.setdefault("patch_size", [128, 128, 128])
@@ -185,48 +182,6 @@ def _init_patch_size(init: str, fold: int | None) -> tuple[int, int, int]:
 
     folds = None if fold is None or not Path(init).is_dir() else [fold]
     return tuple(int(p) for p in load_model(init, folds=folds).patch_size)  # type: ignore[return-value]
-
-
-class _LineProgress:
-    """Progress for a non-terminal stream (train.log): one line at most every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval, self.last, self.started = interval, 0.0, time.monotonic()
-
-    def __call__(self, report: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval and report.done < report.total:
-            return
-        self.last = now
-        print(f"[{report.done}/{report.total}] {now - self.started:.0f}s {report.message}", file=sys.stderr)
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT (SIGBREAK on Windows) ask for a graceful stop; a second signal interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous: dict[int, Any] = {}
-        names = ("SIGTERM", "SIGINT", "SIGBREAK")
-        self.signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
-
-    def __enter__(self) -> _StopFlag:
-        for sig in self.signals:
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstop requested: finishing the current iteration and saving ...", file=sys.stderr, flush=True)
-
-    def __call__(self) -> bool:
-        return self.requested
 
 
 def check_run_dir(run_dir: Path, inputs: list[Any]) -> None:
@@ -244,9 +199,10 @@ def check_run_dir(run_dir: Path, inputs: list[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_vesuvius.core.errors import CancelledError
     from napari_vesuvius.core.heap import keep_freed_memory
-    from napari_vesuvius.core.progress import ConsoleProgress, run_job
+    from napari_vesuvius.core.progress import ConsoleProgress, StopFlag, run_job
     from napari_vesuvius.core.training import rundir
     from napari_vesuvius.core.training.config import load_config
+    from napari_vesuvius.core.training.process import remove_pid_file, write_pid_file
     from napari_vesuvius.core.training.runner import train
 
     run_dir = Path(args.run_dir)
@@ -258,23 +214,23 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"\n{message}" if sys.stderr.isatty() else message, file=sys.stderr, flush=True)
 
-    progress = ConsoleProgress("train") if sys.stderr.isatty() else _LineProgress()
+    progress = ConsoleProgress("train", interval=10.0)  # plain lines in train.log
     job = train(config, run_dir, resume=args.resume, force=args.force, log=say)
-    pid_file = run_dir / rundir.PID_FILE
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         try:
             first = next(job)  # runs the setup: config.json is written, the run folder exists
             used = load_config(run_dir / rundir.CONFIG_JSON)
             print("settings (stored in " + str(run_dir / rundir.CONFIG_JSON) + "):", file=sys.stderr)
             print(json.dumps(used.to_dict(), indent=2), file=sys.stderr, flush=True)
-            pid_file.write_text(f"{os.getpid()}\n")
+            write_pid_file(run_dir)  # pid + start time: lets napari re-attach, never to a reused pid
             progress(first)
             result = run_job(job, progress, stop)
         except CancelledError:
             print(f"cancelled: state saved in {run_dir}; continue with --resume", file=sys.stderr)
             return EXIT_CANCELLED
         finally:
-            pid_file.unlink(missing_ok=True)
+            progress.close()
+            remove_pid_file(run_dir)
     best = result.best_metric
     print(
         f"done: {result.epochs_done} epoch(s), {result.iterations_done} iterations"

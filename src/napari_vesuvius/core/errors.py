@@ -10,16 +10,24 @@ class VesuviusError(Exception):
     """Base class for all errors this package raises on purpose."""
 
 
-class VolumeError(VesuviusError, ValueError):
-    """A volume (image, label or mask) is unreadable or invalid.
+class PathError(VesuviusError, ValueError):
+    """Base of the errors about one file or folder: the message is ``"<path>: <problem>"``.
 
-    The message always starts with the offending path (when there is one) so users can find it.
+    ``path`` is None when the problem is not tied to a file (the message is then the problem alone);
+    ``problem`` keeps the text without the path, for callers that re-raise it against another path.
     """
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class VolumeError(PathError):
+    """A volume (image, label or mask) is unreadable or invalid.
+
+    The message always starts with the offending path (when there is one) so users can find it.
+    """
 
 
 class DatasetError(VesuviusError, ValueError):
@@ -30,28 +38,18 @@ class CancelledError(VesuviusError):
     """A long-running job was cancelled by the user before it finished."""
 
 
-class CheckpointError(VesuviusError, ValueError):
+class CheckpointError(PathError):
     """A model checkpoint or model folder is missing, corrupt, unsafe or of an unknown format.
 
     Like :class:`VolumeError`, the message starts with the offending path.
     """
 
-    def __init__(self, path: str | Path | None, problem: str) -> None:
-        self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}" if path is not None else problem)
 
-
-class OutputError(VesuviusError, ValueError):
+class OutputError(PathError):
     """An output path is refused: it exists (without overwrite), is an input, or cannot be written.
 
     Raised by :mod:`napari_vesuvius.core.outputs` before any work; the message starts with the path.
     """
-
-    def __init__(self, path: str | Path | None, problem: str) -> None:
-        self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
 class VesuviusWarning(UserWarning):

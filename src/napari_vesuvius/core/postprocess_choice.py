@@ -1,9 +1,9 @@
 """Choose a model's clean-up on its validation volumes, as nnU-Net determines its post-processing.
 
-The winners' notes (docs/domain.md, "Post-processing") say that only the hysteresis ``T_low`` mattered
-much and that its best value depends on the model; the anisotropic closing helps a model that leaves
-small breaks in a sheet, and merges close sheets for one that does not. So a fixed clean-up is a
-compromise, and a trained model should carry the clean-up that suits it.
+The winners' notes (docs/challenge.md, "Post-processing defaults") say that only the hysteresis
+``T_low`` mattered much and that its best value depends on the model; the anisotropic closing helps a
+model that leaves small breaks in a sheet, and merges close sheets for one that does not. So a fixed
+clean-up is a compromise, and a trained model should carry the clean-up that suits it.
 
 :func:`iter_choose_postprocess` scores a small grid on labelled validation volumes: every ``T_low`` of
 :data:`T_LOW_GRID` for each closing of :data:`CLOSING_GRID`, everything else as in the base config

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
-from .export import SubmissionError, SubmissionTarget, SubmissionWriter, submission_targets
-from .inference.loading import DEFAULT_NNUNET_CHECKPOINT
+from .export import SubmissionTarget, SubmissionWriter, submission_targets
+from .inference.models import ModelSpec, describe_models, load_models
+from .inference.settings import SlidingWindowSettings
 from .postprocess import PostprocessConfig, iter_pipeline, scan_mask_from_ct
 from .postprocess_choice import model_postprocess
 from .progress import Progress, run_job, scaled
@@ -29,52 +28,7 @@ from .volume_io import open_volume
 UNITS = 1000
 PREDICT_UNITS, POSTPROCESS_UNITS = 850, 120
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to load: checkpoint file or nnU-Net folder, its ensemble weight, nnU-Net folds/checkpoint."""
-
-    path: Path
-    weight: float = 1.0
-    folds: tuple[int | str, ...] | None = None
-    checkpoint: str = DEFAULT_NNUNET_CHECKPOINT
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "weight": self.weight,
-            "folds": None if self.folds is None else list(self.folds),
-            "checkpoint": self.checkpoint,
-        }
-
-
-def load_models(specs: Sequence[ModelSpec | Any]) -> list[Any]:
-    """Load every :class:`ModelSpec` once into a ``WeightedModel``; loaded models pass through."""
-    from .inference.loading import load_model
-    from .inference.model_api import InferenceModel, WeightedModel
-
-    if not specs:
-        raise SubmissionError(None, "no model given: pass at least one model")
-    members = []
-    for spec in specs:
-        if isinstance(spec, WeightedModel):
-            members.append(spec)
-        elif isinstance(spec, InferenceModel):
-            members.append(WeightedModel(spec, 1.0))
-        else:
-            if not spec.weight > 0:
-                raise CheckpointError(spec.path, f"ensemble weight must be positive, got {spec.weight}")
-            folds = None if spec.folds is None else list(spec.folds)
-            model = load_model(spec.path, folds=folds, checkpoint=spec.checkpoint)
-            members.append(WeightedModel(model, float(spec.weight)))
-    return members
-
-
-def _describe(model: ModelSpec | Any) -> dict[str, Any]:
-    if isinstance(model, ModelSpec):
-        return model.describe()
-    inner = getattr(model, "model", model)
-    return {"name": getattr(inner, "name", ""), "weight": getattr(model, "weight", 1.0)}
+__all__ = ["ModelSpec", "iter_submit", "load_models", "submit"]  # ModelSpec, load_models: inference.models
 
 
 def _read_ct(target: SubmissionTarget) -> np.ndarray:
@@ -89,20 +43,16 @@ def iter_submit(
     models: Sequence[ModelSpec | Any],
     out: str | Path,
     config: PostprocessConfig | None = None,
-    *,
-    step: float = 0.5,
-    gaussian: bool = True,
-    tta_axes: Sequence[int] = (),
-    batch_size: int = 2,
-    device: str = "auto",
-    precision: str = "auto",
-    skip_air: bool = True,
+    settings: SlidingWindowSettings | None = None,
+    **overrides: Any,
 ) -> Iterator[Progress]:
     """Job: predict, post-process and export every test volume of ``data`` into ``out``.
 
     ``data``: a challenge dataset folder or a folder of test images (see ``submission_targets``).
     ``models``: :class:`ModelSpec` s (loaded once, here) and/or loaded ``InferenceModel`` /
-    ``WeightedModel`` s, averaged as a weighted probability ensemble. ``config``: the post-processing
+    ``WeightedModel`` s, averaged as a weighted probability ensemble. ``settings``: the sliding window
+    (:class:`~.inference.settings.SlidingWindowSettings`; keyword ``overrides`` change single fields;
+    the probability is always float16 in memory). ``config``: the post-processing
     (default: the clean-up the model chose on its validation volumes when it stored one, see
     :func:`~.postprocess_choice.model_postprocess`, else the built-in defaults). Returns an
     ``ExportSummary`` whose volumes carry per-step timings (``read``, ``predict``, ``postprocess``,
@@ -111,6 +61,7 @@ def iter_submit(
     """
     from .inference.engine import predict_volume
 
+    window = SlidingWindowSettings.build(settings, **overrides).replace(output_dtype="float16")
     started = time.perf_counter()
     targets = submission_targets(data)
     yield Progress(0, 1, f"loading {len(models)} model(s)")
@@ -118,19 +69,12 @@ def iter_submit(
     config_source = "given"
     if config is None:
         config, config_source = model_postprocess(members)
-    settings: dict[str, Any] = {
+    described: dict[str, Any] = {
         "data": str(data),
-        "models": [
-            m.describe() if isinstance(m, ModelSpec) else {"name": getattr(m, "name", "")} for m in models
-        ],
+        "models": describe_models(models),
         "postprocess": config.to_dict(),
         "postprocess_source": config_source,
-        "step": step,
-        "gaussian": gaussian,
-        "tta_axes": list(tta_axes),
-        "batch_size": batch_size,
-        "device": device,
-        "precision": precision,
+        **{k: v for k, v in window.to_dict().items() if k != "output_dtype"},
     }
     total = UNITS * len(targets) + len(targets)
     with SubmissionWriter(out, targets) as writer:
@@ -141,13 +85,9 @@ def iter_submit(
             t0 = time.perf_counter()
             ct = _read_ct(target)
             t1 = time.perf_counter()
-            job = predict_volume(
-                ct, members, step=step, gaussian=gaussian, tta_axes=tta_axes, batch_size=batch_size,
-                device=device, precision=precision, skip_air=skip_air, output_dtype="float16",
-                source=target.image,
-            )  # fmt: skip
+            job = predict_volume(ct, members, window, source=target.image)
             result = yield from scaled(job, base, PREDICT_UNITS, total, label + "predict ")
-            settings.setdefault("inference", result.settings)
+            described.setdefault("inference", result.settings)
             t2 = time.perf_counter()
             scan = scan_mask_from_ct(ct)
             del ct
@@ -161,7 +101,7 @@ def iter_submit(
             timings = {"read": t1 - t0, "predict": t2 - t1, "postprocess": t3 - t2}
             writer.add(target.volume_id, mask, source=target.image, seconds=t3 - t0, timings=timings)
             del mask
-        summary = yield from scaled(writer.finish(settings), UNITS * len(targets), len(targets), total)
+        summary = yield from scaled(writer.finish(described), UNITS * len(targets), len(targets), total)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -171,7 +111,8 @@ def submit(
     models: Sequence[ModelSpec | Any],
     out: str | Path,
     config: PostprocessConfig | None = None,
-    **kwargs: Any,
+    settings: SlidingWindowSettings | None = None,
+    **overrides: Any,
 ) -> Any:
     """Run :func:`iter_submit` synchronously (no progress) and return its ``ExportSummary``."""
-    return run_job(iter_submit(data, models, out, config, **kwargs))
+    return run_job(iter_submit(data, models, out, config, settings, **overrides))

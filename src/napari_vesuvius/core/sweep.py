@@ -9,7 +9,8 @@ per-volume table, best value). Work that does not depend on the swept value is d
   ignore masks are prepared once (scoring then skips ``prepare_masks``);
 * sweeping a clean-up parameter reuses one thresholded mask (hysteresis / percentile run once);
 * sweeping ``dust_size`` / ``keep_largest`` reuses everything up to the components step and one
-  26-connected labelling, so each value costs only a table lookup;
+  26-connected labelling (:class:`.postprocess.components.ComponentFilter`, the pipeline's own
+  components step), so each value costs only a table lookup;
 * values that give the same mask as an earlier value reuse its score (common on uint8 inputs and
   for size/radius grids), the costly part of a sweep.
 
@@ -34,8 +35,9 @@ import numpy as np
 from .errors import VolumeError
 from .labels import IGNORE
 from .metric.score import SCORE_KEYS, ScoreResult, prepare_masks, score_masks
+from .postprocess.components import ComponentFilter
 from .postprocess.config import ConfigError, PostprocessConfig
-from .postprocess.pipeline import _check_scan, _run_steps, as_probability_array
+from .postprocess.pipeline import as_probability_array, check_scan_mask, iter_pipeline_steps
 from .postprocess.threshold import ProbabilityKeys
 from .progress import Progress, run_job
 from .value_checks import label_problem
@@ -245,51 +247,25 @@ def _resolve(source: Source) -> Any:
     return value
 
 
-class _ComponentTable:
-    """One 26-connected labelling of a mask, filtered like ``filter_components`` for any size/k."""
-
-    def __init__(self, mask: np.ndarray) -> None:
-        import cc3d
-
-        self.mask = mask
-        labels, count = cc3d.connected_components(mask, connectivity=26, return_N=True, binary_image=True)
-        self.count = int(count)
-        self.raw = labels[mask]
-        self.sizes = np.bincount(self.raw, minlength=self.count + 1)
-
-    def filter(self, min_size: int, keep_largest: int) -> np.ndarray:
-        if min_size <= 1 and keep_largest <= 0:
-            return self.mask.copy()
-        if self.count == 0:
-            return np.zeros(self.mask.shape, bool)
-        keep = self.sizes >= max(min_size, 1)
-        keep[0] = False
-        if keep_largest > 0 and int(keep.sum()) > keep_largest:
-            order = np.argsort(-np.where(keep, self.sizes, -1)[1:], kind="stable")
-            keep[:] = False
-            keep[order[:keep_largest] + 1] = True
-        out = np.zeros(self.mask.shape, bool)
-        out[self.mask] = keep[self.raw]
-        return out
-
-
 def _mask_maker(
     keys: ProbabilityKeys, scan: np.ndarray | None, parameter: str, configs: list[PostprocessConfig]
 ) -> Callable[[PostprocessConfig], np.ndarray]:
     """A function config -> pipeline mask that reuses the value-independent work of this sweep."""
     base = configs[0]
     if parameter in COMPONENT_PARAMETERS:
-        before = run_job(_run_steps(keys, dataclasses.replace(base, dust_size=0, keep_largest=0), scan))
-        table = _ComponentTable(before)
-        return lambda config: table.filter(config.dust_size, config.keep_largest)
+        before = run_job(
+            iter_pipeline_steps(keys, dataclasses.replace(base, dust_size=0, keep_largest=0), scan)
+        )
+        components = ComponentFilter(before)  # the pipeline's components step, labelled once
+        return lambda config: components.filter(config.dust_size, config.keep_largest)
     if parameter in THRESHOLD_PARAMETERS:
-        return lambda config: run_job(_run_steps(keys, config, scan))
+        return lambda config: run_job(iter_pipeline_steps(keys, config, scan))
     only_threshold = dataclasses.replace(
         base, opening_z=0, opening_xy=0, closing_z=0, closing_xy=0, fill_holes=False,
         fill_cavities=False, dust_size=0, keep_largest=0, margin=0,
     )  # fmt: skip
-    thresholded = run_job(_run_steps(keys, only_threshold, scan))
-    return lambda config: run_job(_run_steps(keys, config, scan, thresholded=thresholded))
+    thresholded = run_job(iter_pipeline_steps(keys, only_threshold, scan))
+    return lambda config: run_job(iter_pipeline_steps(keys, config, scan, thresholded=thresholded))
 
 
 def _digest(mask: np.ndarray) -> bytes:
@@ -355,7 +331,7 @@ def iter_sweep(
             raise VolumeError(
                 case.name, f"label shape {label.shape} does not match probabilities {prob.shape}"
             )
-        scan = _check_scan(_resolve(case.scan_mask), prob.shape, case.name)
+        scan = check_scan_mask(_resolve(case.scan_mask), prob.shape, case.name)
         _, label_mask = prepare_masks(np.zeros(prob.shape, bool), label)
         ignore = (label == IGNORE) if label.dtype != bool else None
         keep = None if ignore is None or not ignore.any() else ~ignore
@@ -452,8 +428,8 @@ def iter_score_cases(
 
 
 def volume_files(folder: str | Path) -> dict[str, Path]:
-    """``<id> -> path`` of the volumes (.tif/.tiff/.zarr) in a folder, ids from the file names."""
-    from .volume_io import TIFF_SUFFIXES, is_zarr_path
+    """``<id> -> path`` of the volumes (.tif/.tiff/.zarr) in a folder, ids by :func:`.volume_io.volume_id`."""
+    from .volume_io import TIFF_SUFFIXES, is_zarr_path, volume_id
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -462,9 +438,7 @@ def volume_files(folder: str | Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
-        lower = path.name.lower()
-        if path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
-            found.setdefault(path.name[: -len(path.suffix)], path)
-        elif lower.endswith(".zarr") and is_zarr_path(path):
-            found.setdefault(path.name[: -len(".zarr")], path)
+        is_tiff = path.is_file() and path.suffix.lower() in TIFF_SUFFIXES
+        if is_tiff or (path.name.lower().endswith(".zarr") and is_zarr_path(path)):
+            found.setdefault(volume_id(path), path)
     return found

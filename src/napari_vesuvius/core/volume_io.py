@@ -188,6 +188,22 @@ def is_zarr_path(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in (".zarray", ".zgroup", "zarr.json"))
 
 
+def volume_id(path: str | Path) -> str:
+    """A volume's id: its file name without ``.tif``/``.tiff``/``.zarr``, then without ``.ome``.
+
+    ``1234.tif``, ``1234.zarr``, ``1234.ome.zarr`` and ``1234.ome.tif`` all give ``1234``; the one rule
+    for layer names, sweep and score pairing, so a prediction pairs with its label whatever its format.
+    """
+    name = Path(path).name
+    for suffix in (*TIFF_SUFFIXES, ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name.lower().endswith(".ome"):
+        name = name[: -len(".ome")]
+    return name or Path(path).name
+
+
 def open_volume(path: str | Path, *, allow_incomplete: bool = False) -> LazyVolume:
     """Open a .tif/.tiff file, zarr array, single-array zarr group or OME-Zarr pyramid lazily.
 
@@ -356,6 +372,7 @@ __all__ = [
     "slab_chunks",
     "source_path",
     "validate_label_values",
+    "volume_id",
     "write_ome_zarr",
     "write_volume",
 ]

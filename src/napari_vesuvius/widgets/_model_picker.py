@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, PushButton, TextEdit
 
 if TYPE_CHECKING:
-    from napari_vesuvius.core.submit import ModelSpec
+    from napari_vesuvius.core.inference.models import ModelSpec
 
 NNUNET_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
 #: the picker's sub-widgets whose values persist between sessions
@@ -67,7 +67,7 @@ class ModelPicker(Container):
 
     def current(self, weight: float = 1.0) -> ModelSpec:
         """The model described by the fields now; ValueError for a missing model or bad folds."""
-        from napari_vesuvius.core.submit import ModelSpec
+        from napari_vesuvius.core.inference.models import ModelSpec
 
         text = str(self.model.value or "").strip()
         path = None if text in ("", ".") else Path(text)

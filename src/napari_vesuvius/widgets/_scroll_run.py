@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from napari_vesuvius.core.progress import Progress
 
 if TYPE_CHECKING:
+    from napari_vesuvius.core.inference.settings import SlidingWindowSettings
+
     from .inference_widget import InferenceWidget
 
 #: refresh the filling multiscale layer at most this often (seconds)
@@ -38,7 +40,7 @@ def open_levels(location: str, count: int) -> list[Any]:
 
 
 def start_block_run(
-    widget: InferenceWidget, image_layer: Any, specs: list[Any], settings: dict[str, Any]
+    widget: InferenceWidget, image_layer: Any, specs: list[Any], settings: SlidingWindowSettings
 ) -> Any:
     """Start the block-wise run in the widget's TaskRunner; returns the worker or None (message set)."""
     source = zarr_source(image_layer)
@@ -58,7 +60,7 @@ def start_block_run(
         from napari_vesuvius.core.scroll import iter_run_scroll, prepare_scroll
 
         yield Progress(0, 1, "loading the model(s) and opening the output")
-        plan = prepare_scroll(source, target, specs, ome=True, **settings)
+        plan = prepare_scroll(source, target, specs, settings, ome=True)
         state["output"] = (plan.output.location, len(plan.layout.levels))
         return (yield from iter_run_scroll(plan, scheduler=scheduler, workers=workers))
 

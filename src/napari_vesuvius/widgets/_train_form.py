@@ -216,18 +216,18 @@ class TrainForm(Container):
 
     def build_config(self, pairs: list[tuple[Path, Path]] | None = None) -> Any:
         """The :class:`TrainConfig` of the form: the dataset folder, or ``pairs`` (saved layer files)."""
-        from napari_vesuvius.core.training.config import ConfigError, TrainConfig
+        from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError
 
         text = self.lr.value.strip()
         try:
             lr = float(text) if text else None
         except ValueError:
-            raise ConfigError(f"learning rate must be a number, got {text!r}") from None
+            raise TrainConfigError(f"learning rate must be a number, got {text!r}") from None
         data: tuple[str, ...] = ()
         if pairs is None:
             folder = path_or_none(self.data_folder.value)
             if folder is None:
-                raise ConfigError("choose a dataset folder")
+                raise TrainConfigError("choose a dataset folder")
             data = (str(folder.resolve()),)
         init = path_or_none(self.init.value)
         return TrainConfig(

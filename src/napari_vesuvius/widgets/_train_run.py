@@ -8,6 +8,7 @@ so the run stays self-contained and resumable after napari is closed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -112,12 +113,17 @@ class AttachedRun:
 
     def cancel(self) -> None:
         """SIGTERM: the run saves a checkpoint and its state, then exits."""
-        if self.running:
-            os.kill(self.pid, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        """Signal the run only while ``train.pid`` still identifies it (pid and start time): never a
+        process that reused the pid."""
         if self.running:
-            os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it exited in between
+                os.kill(self.pid, signum)
 
     def log_tail(self, max_chars: int = 4000) -> str:
         from napari_vesuvius.core.training.rundir import TRAIN_LOG

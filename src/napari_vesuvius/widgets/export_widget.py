@@ -13,21 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    SpinBox,
-    Table,
-)
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table
 
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._settings import WidgetSettings
+from napari_vesuvius.widgets._sliding_window_section import SlidingWindowSection
 
 if TYPE_CHECKING:
     import napari
@@ -73,11 +64,10 @@ class ExportWidget(Container):
             value=CONFIG_SOURCES[0] if tune_docked else CONFIG_SOURCES[2],
         )
         self.config_file = FileEdit(label="config JSON", mode="r", filter="*.json")
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16", "fp16"], value="auto")
-        self.step = FloatSpinBox(label="step", min=0.1, max=1.0, step=0.05, value=0.5)
-        self.tta = CheckBox(text="mirroring TTA (all axes, 8× slower)")
-        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
+        self.window = SlidingWindowSection()  # the probability stays float16 in memory: no dtype
+        # the section's controls, under the names the dock has always had
+        self.device, self.precision, self.step = self.window.device, self.window.precision, self.window.step
+        self.batch_size = self.window.batch_size
         self.output = FileEdit(label="output", mode="w", filter="*.zip", value="submission.zip")
         self.run_button = PushButton(text="Run (write submission.zip)")
         self.message = Label(value="")
@@ -86,19 +76,16 @@ class ExportWidget(Container):
         self.summary = Table(value={"data": [], "index": [], "columns": SUMMARY_COLUMNS}, label="summary")
         super().__init__(
             widgets=[
-                self.data, self.models, self.config_source, self.config_file, self.device,
-                self.precision, self.step, self.tta, self.batch_size, self.output, self.run_button,
-                self.message, self.task, self.summary,
+                self.data, self.models, self.config_source, self.config_file, self.window, self.output,
+                self.run_button, self.message, self.task, self.summary,
             ]
         )  # fmt: skip
         self.last_summary: Any = None
         self.last_error: BaseException | None = None
         self.settings = WidgetSettings("export", enabled=persist)
         self.settings.bind(self.models, PERSISTED)
-        self.settings.bind(
-            self,
-            ["data", "config_file", "device", "precision", "step", "tta", "batch_size", "output"],
-        )
+        self.settings.bind(self, ["data", "config_file", "output"])
+        self.settings.bind(self.window, self.window.persisted)
         self.config_source.changed.connect(self._show_config_file)
         self.models.add_button.changed.connect(self.add_member)
         self.run_button.changed.connect(self.run)
@@ -150,21 +137,15 @@ class ExportWidget(Container):
                 raise ValueError("choose the output .zip path")
             specs = self.models.specs()
             config = self.postprocess_config()
+            window = self.window.settings()
         except (ValueError, VesuviusError) as error:
             self.message.value = str(error)
             return None
-        options = {
-            "step": float(self.step.value),
-            "tta_axes": (0, 1, 2) if self.tta.value else (),
-            "batch_size": int(self.batch_size.value),
-            "device": self.device.value,
-            "precision": self.precision.value,
-        }
         self._set_rows([])
         self.last_summary, self.last_error = None, None
         self.message.value = f"exporting to {out} ({self.config_source.value} post-processing)"
 
-        job = iter_submit(data, specs, out, config, **options)
+        job = iter_submit(data, specs, out, config, window)
 
         def cancelled() -> None:
             # superqt's worker stops at a yield without closing the generator; close it now so its

@@ -18,7 +18,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     LineEdit,
     PushButton,
@@ -31,12 +30,15 @@ from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, layer_array
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._settings import WidgetSettings
+from napari_vesuvius.widgets._sliding_window_section import SlidingWindowSection
 
 if TYPE_CHECKING:
     import napari
 
 #: refresh the growing probability layer at most this often (seconds)
 REFRESH_INTERVAL_S = 0.3
+#: on cancel or failure a zarr output's partial store is removed; up to this size the layer keeps a copy
+KEEP_PARTIAL_BYTES = 2**30
 
 
 class InferenceWidget(Container):
@@ -46,18 +48,10 @@ class InferenceWidget(Container):
         self.viewer = napari_viewer
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.models = ModelPicker()
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.precision = ComboBox(label="precision", choices=["auto", "fp32", "bf16", "fp16"], value="auto")
-        self.step = FloatSpinBox(
-            label="step", min=0.1, max=1.0, step=0.05, value=0.5, tooltip="0.5 = half a patch"
-        )
-        self.tta_z = CheckBox(text="mirror z")
-        self.tta_y = CheckBox(text="mirror y")
-        self.tta_x = CheckBox(text="mirror x")
-        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
-        self.output_dtype = ComboBox(
-            label="output dtype", choices=["float16", "float32", "uint8"], value="float16"
-        )
+        self.window = SlidingWindowSection(output_dtype=True)
+        # the section's controls, under the names the dock has always had
+        self.device, self.precision, self.step = self.window.device, self.window.precision, self.window.step
+        self.batch_size, self.output_dtype = self.window.batch_size, self.window.output_dtype
         self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
         self.replace_zarr = CheckBox(text="replace an existing zarr output (never an open layer's file)")
         self.cluster = CheckBox(text="blocks on a dask cluster (zarr image → OME-Zarr, resumable)")
@@ -72,22 +66,17 @@ class InferenceWidget(Container):
         self.log = TextEdit(label="log", value="")
         self.log.native.setReadOnly(True)
         self.task = TaskRunner(name="inference_task")
-        tta = Container(widgets=[self.tta_z, self.tta_y, self.tta_x], layout="horizontal", labels=False)
         super().__init__(
             widgets=[
-                self.image, self.models, self.device, self.precision, self.step, tta, self.batch_size,
-                self.output_dtype, self.output_zarr, self.replace_zarr, self.cluster, self.workers,
-                self.scheduler, self.run_button, self.message, self.task, self.log,
+                self.image, self.models, self.window, self.output_zarr, self.replace_zarr, self.cluster,
+                self.workers, self.scheduler, self.run_button, self.message, self.task, self.log,
             ]
         )  # fmt: skip
         self._last_refresh = 0.0
         self.last_result: Any = None
         self.settings = WidgetSettings("inference", enabled=persist)
         self.settings.bind(self.models, PERSISTED)
-        self.settings.bind(
-            self,
-            ["device", "precision", "step", "tta_z", "tta_y", "tta_x", "batch_size", "output_dtype"],
-        )
+        self.settings.bind(self.window, self.window.persisted)
         self.models.add_button.changed.connect(self.add_member)
         self.run_button.changed.connect(self.run)
         self.reset_choices()
@@ -109,9 +98,6 @@ class InferenceWidget(Container):
             self.message.value = str(error)
 
     # -- running ---------------------------------------------------------------------------------
-    def _tta_axes(self) -> tuple[int, ...]:
-        return tuple(axis for axis, box in enumerate((self.tta_z, self.tta_y, self.tta_x)) if box.value)
-
     def run(self) -> Any:
         """Load the model(s) and run the sliding window in the background; returns the worker."""
         if self.task.running:
@@ -126,41 +112,44 @@ class InferenceWidget(Container):
             self.message.value = str(error)
             return None
         image_layer = self.image.value
-        if self.cluster.value:
-            from ._scroll_run import start_block_run
-
-            return start_block_run(self, image_layer, specs, self._block_settings())
-        volume = layer_array(image_layer)
-        name = f"{image_layer.name} probability"
         from napari_vesuvius.core.errors import VesuviusError
 
         try:
-            output = self._make_output(tuple(volume.shape), [spec.path for spec in specs])
+            window = self.window.settings()
+        except ValueError as error:  # SettingsError
+            self.message.value = str(error)
+            return None
+        if self.cluster.value:
+            from ._scroll_run import start_block_run
+
+            return start_block_run(self, image_layer, specs, window.replace(output_dtype="uint8"))
+        volume = layer_array(image_layer)
+        name = f"{image_layer.name} probability"
+        try:
+            output, pending = self._make_output(tuple(volume.shape), window, [spec.path for spec in specs])
         except VesuviusError as error:
             self.message.value = str(error)
             return None
         layer = self._probability_layer(name, output, image_layer, _stored_clean_up(specs))
-        settings = {
-            "step": float(self.step.value),
-            "tta_axes": self._tta_axes(),
-            "batch_size": int(self.batch_size.value),
-            "device": self.device.value,
-            "precision": self.precision.value,
-            # errors and conversion notices name the layer's file, else the layer
-            "source": image_layer.metadata.get("path")
+        # errors and conversion notices name the layer's file, else the layer
+        source = (
+            image_layer.metadata.get("path")
             or getattr(image_layer.source, "path", None)
-            or f"layer {image_layer.name!r}",
-        }
+            or f"layer {image_layer.name!r}"
+        )
 
         def job() -> Generator[Progress, None, Any]:
             from napari_vesuvius.core.inference.engine import predict_volume
-            from napari_vesuvius.core.submit import load_models
+            from napari_vesuvius.core.inference.models import load_models
 
             members = []
             for index, spec in enumerate(specs):
                 yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {spec.path.name}")
                 members += load_models([spec])
-            return (yield from predict_volume(volume, members, output=output, **settings))
+            result = yield from predict_volume(volume, members, window, output=output, source=source)
+            if pending is not None:
+                pending.publish()  # in the worker: a large store is renamed, never copied
+            return result
 
         def progress(report: Progress) -> None:
             import time
@@ -170,23 +159,37 @@ class InferenceWidget(Container):
                 self._last_refresh = now
                 layer.refresh()
 
+        def keep_partial() -> None:
+            """A zarr output's partial store is removed: keep a copy in the layer when it is small."""
+            if pending is None or pending.published:
+                return
+            if output.nbytes <= KEEP_PARTIAL_BYTES:
+                layer.data = np.asarray(output[...])
+            pending.discard()
+
         def done(result: Any) -> None:
             self.last_result = result
+            if pending is not None:
+                layer.data = pending.open_published()  # the layer showed the partial store
+                result.probability = layer.data
             layer.refresh()
             layer.metadata["prediction"] = {**result.settings, "complete": result.complete}
             if not result.complete:
                 layer.name = f"{name} (partial)"
+            where = f" → {pending.target}" if pending is not None else ""
             self._log(
                 f"{image_layer.name}: {result.elapsed_s:.1f}s, {result.tiles_run} tiles run, "
-                f"{result.tiles_skipped} skipped (air), {result.voxels_per_s / 1e6:.2f} Mvox/s"
+                f"{result.tiles_skipped} skipped (air), {result.voxels_per_s / 1e6:.2f} Mvox/s{where}"
             )
 
         def cancelled() -> None:
+            keep_partial()
             layer.name = f"{name} (partial)"
-            layer.metadata["prediction"] = {**settings, "complete": False}
+            layer.metadata["prediction"] = {**window.to_dict(), "complete": False}
             self._log(f"{image_layer.name}: cancelled; the probability layer is partial")
 
         def failed(error: BaseException) -> None:
+            keep_partial()
             self._log(f"{image_layer.name}: failed: {error}")
 
         return self.task.start(
@@ -198,39 +201,29 @@ class InferenceWidget(Container):
             on_error=failed,
         )
 
-    def _block_settings(self) -> dict[str, Any]:
-        """Sliding-window settings of a block-wise run (its output is always uint8)."""
-        return {
-            "step": float(self.step.value),
-            "tta_axes": self._tta_axes(),
-            "batch_size": int(self.batch_size.value),
-            "device": self.device.value,
-            "precision": self.precision.value,
-        }
+    def _make_output(
+        self, shape: tuple[int, ...], window: Any, models: tuple[Any, ...] | list[Any] = ()
+    ) -> tuple[Any, Any]:
+        """The array to predict into and its pending zarr output (None: in memory).
 
-    def _make_output(self, shape: tuple[int, ...], models: tuple[Any, ...] | list[Any] = ()) -> Any:
-        """An in-memory array, or a zarr array at the chosen path, of the output dtype.
-
-        The path is checked first (core.outputs): never a file a layer was opened from or a model, and
-        an existing store is replaced (``mode="w"`` deletes it) only when *replace* is ticked.
+        A zarr path is checked and created by core (``create_prediction_output``): never a file a layer
+        was opened from or a model, an existing store only when *replace* is ticked; the run fills a
+        partial store next to it that replaces the target only when the run finishes.
         """
-        dtype = np.dtype(self.output_dtype.value)
+        dtype = np.dtype(window.output_dtype)
         target = str(self.output_zarr.value or "").strip()
         if target in ("", "."):
-            return np.zeros(shape, dtype=dtype)
-        import zarr
-
-        from napari_vesuvius.core.outputs import check_output_path
+            return np.zeros(shape, dtype=dtype), None
+        from napari_vesuvius.core.inference.outputs import create_prediction_output
 
         opened = [getattr(layer.source, "path", None) for layer in self.viewer.layers]
         opened += [layer.metadata.get("path") for layer in self.viewer.layers]
-        check_output_path(
-            target, inputs=[*opened, *models], overwrite=self.replace_zarr.value,
+        pending = create_prediction_output(
+            target, shape, dtype, inputs=[*opened, *models], overwrite=self.replace_zarr.value,
             hint="tick 'replace an existing zarr output' to replace it",
+            chunks=tuple(min(128, n) for n in shape),
         )  # fmt: skip
-
-        chunks = tuple(min(128, n) for n in shape)
-        return zarr.open_array(target, mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+        return pending.array, pending
 
     def _probability_layer(
         self, name: str, output: Any, image_layer: Any, clean_up: dict[str, Any] | None = None

@@ -8,7 +8,6 @@ intensity normalisation) into plain values, refusing what the engine cannot repr
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,28 +28,23 @@ class OptionalDependencyError(VesuviusError, ImportError):
 
 @dataclass(frozen=True)
 class MaskedZScoreNormalization(Normalization):
-    """nnU-Net's ``ZScoreNormalization`` with ``use_mask_for_norm``: statistics over non-zero voxels.
+    """nnU-Net's ``ZScoreNormalization`` with ``use_mask_for_norm``: statistics inside the scan.
 
-    Voxels that are exactly 0 (outside the scan) stay 0, as in nnU-Net. nnU-Net's mask also fills
-    holes in the non-zero region; isolated zero voxels inside the scan are treated as outside here.
+    :meth:`fit` takes them over nnU-Net's mask, the hole-filled non-zero region (see
+    :mod:`.zscore`). :meth:`apply` works on tiles, which cannot see whether a zero voxel is enclosed,
+    so every voxel that is exactly 0 stays 0 (nnU-Net keeps the outside at 0 and also normalises
+    enclosed zeros).
     """
 
     kind: str = "zscore"  # type: ignore[assignment]
 
     def fit(self, volume: Any) -> MaskedZScoreNormalization:
-        """Return a copy with the mean/std of the volume's non-zero voxels."""
-        import dask.array as da
+        """Return a copy with the mean/std of the volume's (hole-filled) non-zero region."""
+        from .zscore import zscore_statistics
 
-        data = volume if isinstance(volume, da.Array) else da.from_array(np.asarray(volume))
-        data = data.astype(np.float64)
-        inside = data != 0
-        count, total, squares = da.compute(inside.sum(), data.sum(), (data * data).sum())
-        require_finite_statistics(volume, total, squares)
-        if count == 0:
-            return replace(self, mean=0.0, std=1.0)
-        mean = float(total) / float(count)
-        variance = max(float(squares) / float(count) - mean * mean, 0.0)
-        return replace(self, mean=mean, std=max(math.sqrt(variance), 1e-8))
+        mean, std = zscore_statistics(volume, use_mask=True)
+        require_finite_statistics(volume, mean, std)
+        return replace(self, mean=mean, std=std)
 
     def apply(self, tile: np.ndarray) -> np.ndarray:
         """Normalise the non-zero voxels of a tile; zeros stay zero."""

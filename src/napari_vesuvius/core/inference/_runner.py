@@ -8,7 +8,7 @@ Per tile the network logits are averaged over the networks (folds) and the mirro
 with the Gaussian and added to the accumulator together with the weights; a final division and
 softmax give the probabilities (for two classes: ``sigmoid(l_surface - l_other)``, the same value,
 with half the memory). Tiles whose raw voxels are all 0 are skipped: they add neither logits nor
-weight, and every voxel they cover is air, which the engine sets to 0 anyway, so skipping never changes
+weight, and every voxel they cover is air, which the runner sets to 0 anyway, so skipping never changes
 the output. Constant non-zero tiles are computed once per value and reused.
 
 On CPU the tiles of a batch run side by side, one single-threaded forward per core, instead of one
@@ -154,19 +154,26 @@ class ModelRunner:
         with ThreadPoolExecutor(len(parts), initializer=torch.set_num_threads, initargs=(1,)) as pool:
             return torch.cat(list(pool.map(run, parts)))
 
+    def _forward_once(self, tiles: np.ndarray) -> torch.Tensor:
+        if self.device.type == "cpu" and self.cpu_workers > 1 and len(tiles) > 1:
+            return self._forward_side_by_side(tiles)
+        batch = torch.from_numpy(tiles).unsqueeze(1)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        return self._forward(batch)
+
     def _forward_with_retry(self, tiles: np.ndarray) -> torch.Tensor:
-        """Forward a batch; on GPU out-of-memory halve the batch size and retry, down to 1."""
+        """Forward a batch; on GPU out-of-memory halve the batch size and retry, down to 1.
+
+        ``forward_s`` counts every attempt once: the failed one here, the halves in their own calls.
+        """
         start = time.perf_counter()
         try:
-            if self.device.type == "cpu" and self.cpu_workers > 1 and len(tiles) > 1:
-                return self._forward_side_by_side(tiles)
-            batch = torch.from_numpy(tiles).unsqueeze(1)
-            if self.device.type == "cuda":
-                batch = batch.pin_memory().to(self.device, non_blocking=True)
-            else:
-                batch = batch.to(self.device)
-            return self._forward(batch)
+            logits = self._forward_once(tiles)
         except Exception as error:
+            self.forward_s += time.perf_counter() - start
             if not _device.is_out_of_memory(error):
                 raise
             _device.empty_cache(self.device)
@@ -178,8 +185,8 @@ class ModelRunner:
             half = len(tiles) // 2
             self.batch_size = max(1, half)
             return torch.cat([self._forward_with_retry(tiles[:half]), self._forward_with_retry(tiles[half:])])
-        finally:
-            self.forward_s += time.perf_counter() - start
+        self.forward_s += time.perf_counter() - start
+        return logits
 
     # ---------------------------------------------------------------------------------- blending
     def _blend(self, logits: torch.Tensor, yx: list[tuple[int, int]]) -> None:
@@ -206,6 +213,21 @@ class ModelRunner:
             prob = torch.softmax(logits, dim=0)[self.model.surface_class]
         prob = torch.where(covered, prob, torch.zeros((), device=prob.device))
         return a - bz, b - bz, prob.cpu().numpy()
+
+    def _zero_air(self, result: tuple[int, int, np.ndarray], raw: np.ndarray, z0: int) -> None:
+        """Set the probability outside the scanned region (``ct == 0``) to 0, in place.
+
+        The finished slab lies inside the padded raw slab this row read (rows start where the last
+        one's finished z ended), so the volume is not read again; otherwise read the slab.
+        """
+        a, b, prob = result
+        bz, by, bx = self.before
+        lo, hi = a + bz - z0, b + bz - z0  # rows of the padded raw slab
+        if lo >= 0 and hi <= raw.shape[0]:
+            scanned = raw[lo:hi, by : by + self.shape[1], bx : bx + self.shape[2]]
+        else:  # pragma: no cover - a custom grid whose rows skip z
+            scanned = np.asarray(self.volume[a:b])
+        prob[scanned == 0] = 0.0
 
     def _roll(self, new_z: int) -> None:
         """Move the accumulator so its row 0 is padded z ``new_z`` (rows before it were finalized)."""
@@ -272,6 +294,8 @@ class ModelRunner:
         last = index == len(self.rows) - 1
         z_end = self.full[0] if last else self.rows[index + 1]
         result = self._finalize(z_end)
+        if result is not None:
+            self._zero_air(result, raw, z0)
         if not last:
             self._roll(z_end)
         self.front = self.shape[0] if last else max(0, min(self.shape[0], z_end - self.before[0]))

@@ -3,8 +3,9 @@
 ``predict_volume`` is a job generator (see ``core/progress.py``): it yields a ``Progress`` after each
 batch of tiles and returns a :class:`PredictionResult`. Each model is run by a
 :class:`~._runner.ModelRunner` in z-rows of tiles; finished z-slabs of surface probability are
-combined over the models (weighted average), set to 0 outside the scanned region (``ct == 0``) and
-written into the output at once, so a zarr output fills progressively and memory stays bounded.
+combined over the models (weighted average), set to 0 outside the scanned region (``ct == 0``, found
+in the slabs the runners read anyway, so a lazy input is read once) and written into the output at
+once, so a zarr output fills progressively and memory stays bounded.
 
 Closing the generator (cancel) stops it within one batch. The output then stays marked partial: a
 zarr output keeps the attribute ``complete: false``; the caller gets ``CancelledError`` from
@@ -32,8 +33,8 @@ from napari_vesuvius.core.progress import Progress, run_job
 
 from .intensity import prepare_input
 from .model_api import InferenceModel, WeightedModel
-
-OUTPUT_DTYPES = ("float16", "float32", "uint8")
+from .models import as_members
+from .settings import OUTPUT_DTYPES, SlidingWindowSettings, describe_members
 
 
 @dataclass
@@ -55,28 +56,8 @@ class PredictionResult:
     forward_s: float = 0.0
 
 
-def _as_members(models: InferenceModel | WeightedModel | Sequence[Any]) -> list[WeightedModel]:
-    if isinstance(models, InferenceModel):
-        return [WeightedModel(models, 1.0)]
-    if isinstance(models, WeightedModel):
-        return [models]
-    members = [m if isinstance(m, WeightedModel) else WeightedModel(m, 1.0) for m in models]
-    if not members:
-        raise ValueError("predict_volume needs at least one model")
-    for member in members:
-        if not isinstance(member.model, InferenceModel):
-            raise TypeError(f"expected InferenceModel or WeightedModel, got {type(member.model).__name__}")
-        if not member.weight > 0:
-            raise ValueError(f"ensemble weights must be positive, got {member.weight}")
-        if not member.model.networks:
-            raise ValueError(f"model {member.model.name!r} has no networks")
-    return members
-
-
 def _prepare_output(output: Any, shape: tuple[int, ...], output_dtype: str) -> Any:
-    if output is None:
-        if output_dtype not in OUTPUT_DTYPES:
-            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+    if output is None:  # output_dtype was validated by SlidingWindowSettings
         return np.zeros(shape, dtype=output_dtype)
     if tuple(output.shape) != tuple(shape):
         raise VolumeError(None, f"output shape {tuple(output.shape)} differs from the volume's {shape}")
@@ -127,76 +108,54 @@ class _Combiner:
 def predict_volume(
     volume: Any,
     models: InferenceModel | Sequence[WeightedModel],
+    settings: SlidingWindowSettings | None = None,
     *,
-    step: float = 0.5,
-    gaussian: bool = True,
-    tta_axes: Sequence[int] = (),
-    batch_size: int = 2,
-    device: str = "auto",
-    precision: str = "auto",
     output: Any = None,
-    output_dtype: str = "float16",
-    skip_air: bool = True,
     source: str | Path | None = None,
+    **overrides: Any,
 ) -> Generator[Progress, None, PredictionResult]:
     """Sliding-window surface probability of a ``(Z, Y, X)`` CT volume (numpy or dask).
 
-    ``models``: one model, or weighted members of a probability-averaging ensemble. ``step`` is the
-    tile stride as a fraction of the patch (nnU-Net's ``tile_step_size``). ``tta_axes``: mirror over
-    every combination of these axes (0=z, 1=y, 2=x) and average the logits. ``output``: ``None`` for a
-    new numpy array of ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own
-    dtype decides the conversion). ``source``: the volume's file, named in errors and warnings
-    (default: the file a ``volume_io`` array was opened from). Returns a :class:`PredictionResult`.
+    ``models``: one model, or weighted members of a probability-averaging ensemble. ``settings``: the
+    :class:`~.settings.SlidingWindowSettings` (default: the defaults); keyword ``overrides`` such as
+    ``step=0.25`` change single fields. ``output``: ``None`` for a new numpy array of the settings'
+    ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own dtype decides the
+    conversion). ``source``: the volume's file, named in errors and warnings (default: the file a
+    ``volume_io`` array was opened from). Returns a :class:`PredictionResult`.
     """
     from . import _device
     from ._runner import ModelRunner
 
+    window = SlidingWindowSettings.build(settings, **overrides)
     if getattr(volume, "ndim", None) != 3:
         raise VolumeError(None, f"expected a 3D (Z, Y, X) volume, got shape {getattr(volume, 'shape', None)}")
     shape = tuple(int(s) for s in volume.shape)
     if min(shape) < 1:
         raise VolumeError(None, f"volume is empty (shape {shape})")
-    if not 0 < step <= 1:
-        raise ValueError(f"step must be in (0, 1], got {step}")
-    axes = tuple(sorted(set(int(a) for a in tta_axes)))
-    if any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"tta_axes must be a subset of (0, 1, 2), got {tuple(tta_axes)}")
     if source is None:
         from napari_vesuvius.core.volume_io import source_path
 
         source = source_path(volume)
-    members, check = prepare_input(volume, _as_members(models), source)
-    torch_device = _device.resolve_device(device)
-    mode = _device.resolve_precision(precision, torch_device)
-    out = _prepare_output(output, shape, output_dtype)
+    members, check = prepare_input(volume, as_members(models), source)
+    torch_device = _device.resolve_device(window.device)
+    mode = _device.resolve_precision(window.precision, torch_device)
+    out = _prepare_output(output, shape, window.output_dtype)
     out_dtype = np.dtype(out.dtype)
     total_weight = float(sum(m.weight for m in members))
-    settings: dict[str, Any] = {
-        "step": float(step),
-        "gaussian": bool(gaussian),
-        "tta_axes": list(axes),
-        "batch_size": int(batch_size),
-        "device": str(torch_device),
-        "precision": mode,
-        "output_dtype": out_dtype.name,
-        "skip_air": bool(skip_air),
-        "models": [
-            {"name": m.model.name, "weight": m.weight, "patch_size": list(m.model.patch_size)}
-            for m in members
-        ],
-    }
+    settings_used = window.replace(device=str(torch_device), precision=mode, output_dtype=out_dtype.name)
+    described: dict[str, Any] = {**settings_used.to_dict(), "models": describe_members(members)}
     start = time.perf_counter()
     runners = [
         ModelRunner(
             volume,
             m.model,
-            step=step,
-            gaussian=gaussian,
-            tta_axes=axes,
-            batch_size=batch_size,
+            step=window.step,
+            gaussian=window.gaussian,
+            tta_axes=window.tta_axes,
+            batch_size=window.batch_size,
             device=torch_device,
             precision=mode,
-            skip_air=skip_air,
+            skip_air=window.skip_air,
             check=check,
             source=source,
         )
@@ -207,7 +166,7 @@ def predict_volume(
     combiner = _Combiner(shape) if len(runners) > 1 else None
     written = 0
     done = 0
-    _set_complete(out, False, settings)
+    _set_complete(out, False, described)
     yield Progress(0, total, "starting")
     while written < shape[0]:
         # advance the model that lags behind; write what every model has finished
@@ -229,12 +188,10 @@ def predict_volume(
             if front <= written:
                 continue
             z0, z1, prob = written, front, combiner.take(front)
-        raw = np.asarray(volume[z0:z1])
-        prob[raw == 0] = 0.0
         out[z0:z1] = _convert(prob, out_dtype)
         written = z1
     elapsed = time.perf_counter() - start
-    _set_complete(out, True, settings)
+    _set_complete(out, True, described)
     return PredictionResult(
         probability=out,
         elapsed_s=elapsed,
@@ -242,11 +199,16 @@ def predict_volume(
         tiles_skipped=sum(r.tiles_skipped for r in runners),
         voxels_per_s=float(np.prod(shape)) / max(elapsed, 1e-9),
         complete=True,
-        settings=settings,
+        settings=described,
         forward_s=sum(r.forward_s for r in runners),
     )
 
 
-def predict(volume: Any, models: InferenceModel | Sequence[WeightedModel], **kwargs: Any) -> PredictionResult:
+def predict(
+    volume: Any,
+    models: InferenceModel | Sequence[WeightedModel],
+    settings: SlidingWindowSettings | None = None,
+    **kwargs: Any,
+) -> PredictionResult:
     """Run :func:`predict_volume` to completion (no progress reporting)."""
-    return run_job(predict_volume(volume, models, **kwargs))
+    return run_job(predict_volume(volume, models, settings, **kwargs))

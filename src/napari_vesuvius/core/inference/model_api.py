@@ -88,18 +88,18 @@ class Normalization:
     def fit(self, volume: Any) -> Normalization:
         """Return a copy with per-image statistics filled in (``zscore`` only; others are fixed).
 
+        The statistics are nnU-Net's: over the bounding box of the non-zero voxels, so air around
+        the scanned region does not count (see :mod:`.zscore`); NumPy or dask input, bounded memory.
         A volume holding NaN or infinite values has no statistics: VolumeError (naming the file when
         the volume was opened by ``volume_io``).
         """
         if self.kind != "zscore":
             return self
-        import dask.array as da
+        from .zscore import zscore_statistics
 
-        data = volume if isinstance(volume, da.Array) else da.from_array(np.asarray(volume))
-        data = data.astype(np.float64)
-        mean, std = da.compute(data.mean(), data.std())
+        mean, std = zscore_statistics(volume)
         require_finite_statistics(volume, mean, std)
-        return replace(self, mean=float(mean), std=float(max(std, 1e-8)))
+        return replace(self, mean=mean, std=std)
 
     def apply(self, tile: np.ndarray) -> np.ndarray:
         """Normalise a tile (any shape) to float32."""

@@ -1,8 +1,8 @@
 """TopoScore: Betti matching between prediction and label, as in the leaderboard metric.
 
-Definition (docs/domain.md): the masks are inverted (foreground 0, background 1) and compared with
-Betti matching (Stucki et al., arXiv 2407.04683, reference module ``betti_matching``) on a 2x2x2
-tiling (each axis cut in two, the first half gets the extra voxel). Per homology dimension k the
+Definition (docs/challenge.md, "TopoScore"): the masks are inverted (foreground 0, background 1) and
+compared with Betti matching (Stucki et al., arXiv 2407.04683, reference module ``betti_matching``) on a
+2x2x2 tiling (each axis cut in two, the first half gets the extra voxel). Per homology dimension k the
 matched ``m_k``, prediction ``p_k`` and label ``g_k`` finite bars are summed over the tiles and give
 ``F1_k = 2 m_k / (p_k + g_k)`` (``0.5 / (p_k + g_k + 0.5)`` when ``g_k = 0 < p_k``; inactive when
 ``p_k + g_k = 0``). TopoScore is the weighted mean of the active F1_k (weights renormalised), 1.0

@@ -72,31 +72,62 @@ def keep_components(mask: np.ndarray, labels: np.ndarray, ids: Iterable[int]) ->
     return _select(mask, labels, _table(labels, ids))
 
 
+class ComponentFilter:
+    """One 26-connected labelling of a mask, filtered by size and keep-k as often as needed.
+
+    :func:`filter_components` (the pipeline's components step) is one use; the parameter sweep keeps
+    an instance to score many ``dust_size`` / ``keep_largest`` values for the price of one labelling,
+    with masks equal to the pipeline's by construction. The mask is labelled on the first filter that
+    can drop something; afterwards each filter costs a table lookup over the foreground voxels.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = np.asarray(mask, dtype=bool)
+        self._raw: np.ndarray | None = None  # label of each foreground voxel, in ``mask`` order
+        self._sizes: np.ndarray | None = None  # voxel count per label (index 0 unused)
+
+    def _labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._raw is None or self._sizes is None:
+            labels, count = _label(self.mask)
+            self._raw = labels[self.mask]
+            self._sizes = np.bincount(self._raw, minlength=count + 1)
+        return self._raw, self._sizes
+
+    def keep_table(self, min_size: int = 0, keep_largest: int = 0) -> np.ndarray | None:
+        """Boolean table over labels of the components kept (index 0 False); None: keep everything.
+
+        Components under ``min_size`` voxels go, then the ``keep_largest`` largest remaining stay
+        (all when 0); among equal sizes the one met first in raster (z, y, x) order wins a tie.
+        """
+        if min_size <= 1 and keep_largest <= 0:
+            return None
+        _, sizes = self._labelled()
+        keep = sizes >= max(min_size, 1)
+        keep[0] = False
+        if keep_largest > 0 and int(keep.sum()) > keep_largest:
+            order = np.argsort(-np.where(keep, sizes, -1)[1:], kind="stable")
+            keep[:] = False
+            keep[order[:keep_largest] + 1] = True
+        return None if keep[1:].all() else keep
+
+    def filter(self, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
+        """A new mask without components under ``min_size`` voxels, keeping the ``keep_largest`` largest."""
+        keep = self.keep_table(min_size, keep_largest)
+        if keep is None:
+            return self.mask.copy()
+        raw, _ = self._labelled()
+        out = np.zeros(self.mask.shape, bool)
+        out[self.mask] = keep[raw]
+        return out
+
+
 def filter_components(mask: np.ndarray, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
     """Drop 26-connected components under ``min_size`` voxels, then keep the ``keep_largest`` largest.
 
-    One labelling serves both steps. Among components of equal size the one met first in raster
-    (z, y, x) order wins a keep-k tie.
+    One labelling serves both steps (:class:`ComponentFilter`). Among components of equal size the
+    one met first in raster (z, y, x) order wins a keep-k tie.
     """
-    mask = np.asarray(mask, dtype=bool)
-    if min_size <= 1 and keep_largest <= 0:
-        return mask.copy()
-    labels, count = _label(mask)
-    if count == 0:
-        return np.zeros(mask.shape, bool)
-    raw = labels[mask]
-    sizes = np.bincount(raw, minlength=count + 1)
-    keep = sizes >= max(min_size, 1)
-    keep[0] = False
-    if keep_largest > 0 and int(keep.sum()) > keep_largest:
-        order = np.argsort(-np.where(keep, sizes, -1)[1:], kind="stable")
-        keep[:] = False
-        keep[order[:keep_largest] + 1] = True
-    if keep[1:].all():
-        return mask.copy()
-    out = np.zeros(mask.shape, bool)
-    out[mask] = keep[raw]
-    return out
+    return ComponentFilter(mask).filter(min_size, keep_largest)
 
 
 def remove_dust(mask: np.ndarray, min_size: int) -> np.ndarray:

@@ -4,7 +4,7 @@ The same config drives the Tune widget, the ``postprocess`` CLI and the submissi
 setting tuned in the viewer can be saved to a file and replayed exactly. It is flat (no nested
 sections) so a sweep or a slider can change one field with ``dataclasses.replace(config, t_low=0.4)``.
 
-Defaults follow what worked for the challenge winners (see docs/domain.md "Post-processing"):
+Defaults follow what worked for the challenge winners (see docs/challenge.md, "Post-processing defaults"):
 3D hysteresis 0.30/0.85, anisotropic closing z=2 / xy=1, dust removal under 100 voxels, gating to
 the scanned region. Hole/cavity filling, opening, keep-k and the border margin are off by default:
 they help some models and hurt others (filling 2D holes can join the loops of a folded sheet).
@@ -20,20 +20,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import atomic_write_text
-from ..errors import VesuviusError
+from ..errors import PathError
 
 ThresholdMode = Literal["absolute", "percentile", "hysteresis"]
 THRESHOLD_MODES: tuple[str, ...] = ("absolute", "percentile", "hysteresis")
 CONFIG_VERSION = 1
 
 
-class ConfigError(VesuviusError, ValueError):
-    """A post-processing config (file or dict) has an unknown key or a bad value."""
+class ConfigError(PathError):
+    """A post-processing config (file or dict) has an unknown key or a bad value.
 
-    def __init__(self, source: str | Path | None, problem: str) -> None:
-        self.source = None if source is None else str(source)
-        self.problem = problem
-        super().__init__(f"{source}: {problem}" if source is not None else problem)
+    Raised as ``ConfigError(source, problem)``; ``source`` is the config file (or None for a dict).
+    """
+
+    @property
+    def source(self) -> str | None:
+        """The config file (or other origin) the problem was found in, as text."""
+        return None if self.path is None else str(self.path)
 
 
 @dataclass(frozen=True)

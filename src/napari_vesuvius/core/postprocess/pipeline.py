@@ -48,7 +48,12 @@ def scan_mask_from_ct(ct: Any) -> np.ndarray:
     return np.asarray(ct) > 0
 
 
-def _check_scan(scan_mask: Any, shape: tuple[int, ...], source: str | Path | None) -> np.ndarray | None:
+def check_scan_mask(scan_mask: Any, shape: tuple[int, ...], source: str | Path | None) -> np.ndarray | None:
+    """``scan_mask`` as a boolean NumPy array of ``shape`` (nonzero = scanned), or None when not given.
+
+    Dask/zarr masks are computed whole. Raises :class:`VolumeError` naming ``source`` when the shape
+    differs from the probabilities'. The pipeline, its preview and the sweep all check masks here.
+    """
     if scan_mask is None:
         return None
     if hasattr(scan_mask, "compute") and not isinstance(scan_mask, np.ndarray):
@@ -100,7 +105,7 @@ def _restrict(
             mask[tuple(index)] = False
 
 
-def _run_steps(
+def iter_pipeline_steps(
     keys: ProbabilityKeys,
     config: PostprocessConfig,
     scan: np.ndarray | None,
@@ -111,7 +116,14 @@ def _run_steps(
     percentile_t: float | None = None,
     timings: dict[str, float] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
-    """The pipeline on a (possibly sub-) volume at ``origin`` of a volume of ``full_shape``."""
+    """Job: the enabled steps on a (possibly sub-) volume at ``origin`` of a volume of ``full_shape``.
+
+    The one implementation of the step order, shared by :func:`iter_pipeline`, the Tune preview
+    (:mod:`.preview`, which passes a crop's ``origin``) and the parameter sweep (which reuses a
+    ``thresholded`` mask or a ``percentile_t`` across configs that share the threshold step), so
+    previews and sweep scores match the masks the pipeline writes. ``scan`` comes from
+    :func:`check_scan_mask`; ``timings`` (if given) receives seconds per step. Returns the bool mask.
+    """
     full_shape = tuple(keys.keys.shape) if full_shape is None else full_shape
     gate = scan if config.gate_to_scan else None
     steps = enabled_steps(config, has_scan=scan is not None)
@@ -167,8 +179,8 @@ def iter_pipeline(
     config = PostprocessConfig() if config is None else config
     array = as_probability_array(prob, source)
     keys = ProbabilityKeys(array, source)
-    scan = _check_scan(scan_mask, array.shape, source)
-    mask = yield from _run_steps(keys, config, scan, timings=timings)
+    scan = check_scan_mask(scan_mask, array.shape, source)
+    mask = yield from iter_pipeline_steps(keys, config, scan, timings=timings)
     return mask
 
 

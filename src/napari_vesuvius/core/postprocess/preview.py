@@ -34,7 +34,7 @@ import numpy as np
 from ..progress import run_job
 from .config import PostprocessConfig
 from .morphology import morphology_halo
-from .pipeline import _check_scan, _run_steps
+from .pipeline import check_scan_mask, iter_pipeline_steps
 from .threshold import ProbabilityKeys, percentile_threshold_value, threshold_hysteresis
 
 #: Extra voxels of context around the preview box for hysteresis / components / cavities.
@@ -88,7 +88,7 @@ class PreviewCache:
         """The whole-volume percentile threshold value, computed once per fraction."""
         keys = self.keys(prob, scan_mask)
         if fraction not in self._percentile:
-            scan = _check_scan(scan_mask, keys.keys.shape, None)
+            scan = check_scan_mask(scan_mask, keys.keys.shape, None)
             self._percentile[fraction] = percentile_threshold_value(keys, fraction, scan)
         return self._percentile[fraction]
 
@@ -107,7 +107,7 @@ class PreviewCache:
         if cached is not None:
             return cached
         keys = self.keys(prob, scan_mask)
-        scan = _check_scan(scan_mask, keys.keys.shape, None)
+        scan = check_scan_mask(scan_mask, keys.keys.shape, None)
         if config.threshold_mode == "absolute":
             mask = keys.at_least(config.threshold)
         elif config.threshold_mode == "percentile":
@@ -136,12 +136,14 @@ class PreviewCache:
         if cached is not None:
             return cached
         keys = self.keys(prob, scan_mask)
-        scan = _check_scan(scan_mask, keys.keys.shape, None)
+        scan = check_scan_mask(scan_mask, keys.keys.shape, None)
         percentile_t = None
         if config.threshold_mode == "percentile":
             percentile_t = self.percentile_value(prob, config.percentile_fraction, scan_mask)
         thresholded = self.thresholded(prob, config, scan_mask)
-        mask = run_job(_run_steps(keys, config, scan, thresholded=thresholded, percentile_t=percentile_t))
+        mask = run_job(
+            iter_pipeline_steps(keys, config, scan, thresholded=thresholded, percentile_t=percentile_t)
+        )
         self._results[config] = mask
         while len(self._results) > 2:
             self._results.popitem(last=False)
@@ -209,17 +211,17 @@ def preview_region(
     if config.threshold_mode == "percentile" and thresholded is None:
         if cache is None:
             keys = ProbabilityKeys(np.asarray(prob))
-            scan_full = _check_scan(scan_mask, shape, None)
+            scan_full = check_scan_mask(scan_mask, shape, None)
             percentile_t = percentile_threshold_value(keys, config.percentile_fraction, scan_full)
         else:
             percentile_t = cache.percentile_value(prob, config.percentile_fraction, scan_mask)
     local = np.asarray(prob[grown])
     scan = None
     if scan_mask is not None:
-        scan = _check_scan(np.asarray(scan_mask[grown]), local.shape, None)
+        scan = check_scan_mask(np.asarray(scan_mask[grown]), local.shape, None)
     keys = ProbabilityKeys(local)
     origin = tuple(s.start for s in grown)
-    job = _run_steps(
+    job = iter_pipeline_steps(
         keys,
         config,
         scan,

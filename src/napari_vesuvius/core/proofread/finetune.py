@@ -112,13 +112,13 @@ def finetune_config(
     torch_threads, val_patches, augment ...).
     """
     from ..inference.loading import load_model
-    from ..training.config import ConfigError, TrainConfig
+    from ..training.config import TrainConfig, TrainConfigError
 
     model = Path(model).resolve()
     if not model.exists():
-        raise ConfigError(f"{model}: model to fine-tune not found")
+        raise TrainConfigError(f"{model}: model to fine-tune not found")
     if optimizer not in FINETUNE_LR:
-        raise ConfigError(f"optimizer must be one of {', '.join(FINETUNE_LR)} (got {optimizer!r})")
+        raise TrainConfigError(f"optimizer must be one of {', '.join(FINETUNE_LR)} (got {optimizer!r})")
     pairs, val_ids, _ = training_pairs(corrected, data, val_fraction=val_fraction, seed=seed)
     if patch_size is None:
         patch_size = tuple(int(p) for p in load_model(model).patch_size)

@@ -5,6 +5,13 @@ output or reopen it to resume) + ``iter_run_scroll`` (run the missing blocks on 
 Block geometry and the per-block computation, equal to the in-memory sliding window, live in
 ``core/inference/blocks.py``; the zarr side in :mod:`.store`; the dask worker side in :mod:`.worker`.
 ``distributed`` is imported only when a run starts.
+
+Public API (everything in ``__all__``): the job and its two halves above, used by the ``predict`` CLI
+(``--distributed`` or a URL, see :func:`is_url`) and the Inference widget's scroll mode; and from
+:mod:`.store` what readers of a scroll output need: :func:`output_progress` (done / total blocks of an
+output, for ``info`` and the napari reader), :func:`require_complete` with :data:`RESUME_HINT` (refuse
+to read an unfinished output as if it were whole), :func:`open_array` and :func:`join` (open a level of
+a local or fsspec store).
 """
 
 from .run import (
@@ -16,15 +23,20 @@ from .run import (
     predict_scroll,
     prepare_scroll,
 )
-from .store import is_url
+from .store import RESUME_HINT, is_url, join, open_array, output_progress, require_complete
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "RESUME_HINT",
     "ScrollPlan",
     "ScrollResult",
     "default_block_size",
     "is_url",
     "iter_run_scroll",
+    "join",
+    "open_array",
+    "output_progress",
     "predict_scroll",
     "prepare_scroll",
+    "require_complete",
 ]

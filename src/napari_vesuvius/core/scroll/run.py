@@ -31,6 +31,8 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import axis_tiles
 from napari_vesuvius.core.inference.intensity import check_input_dtype
 from napari_vesuvius.core.inference.model_api import Normalization, WeightedModel
+from napari_vesuvius.core.inference.models import members_of
+from napari_vesuvius.core.inference.settings import SlidingWindowSettings, describe_members
 from napari_vesuvius.core.progress import Progress
 
 from . import store
@@ -58,8 +60,9 @@ class ScrollPlan:
     input: store.InputInfo
     output: store.ScrollOutput
     members: list[WeightedModel]
-    settings: dict[str, Any]
+    settings: dict[str, Any]  # the run's description (window, block layout, models), stored with it
     record: store.Record
+    window: SlidingWindowSettings = field(default_factory=SlidingWindowSettings)
 
     @property
     def layout(self) -> store.OutputLayout:
@@ -93,46 +96,28 @@ class ScrollResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _members(models: Any) -> list[WeightedModel]:
-    from napari_vesuvius.core.inference.engine import _as_members
-    from napari_vesuvius.core.submit import ModelSpec, load_models
-
-    if isinstance(models, ModelSpec):
-        models = [models]
-    if isinstance(models, list | tuple) and any(isinstance(m, ModelSpec) for m in models):
-        return load_models(models)
-    return _as_members(models)
-
-
 def prepare_scroll(
     source: str | Path,
     output: str | Path,
     models: Any,
+    settings: SlidingWindowSettings | None = None,
     *,
-    step: float = 0.5,
-    gaussian: bool = True,
-    tta_axes: Sequence[int] = (),
-    batch_size: int = 2,
-    device: str = "auto",
-    precision: str = "auto",
-    skip_air: bool = True,
     block_size: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     ome: bool = False,
     overwrite: bool = False,
+    **overrides: Any,
 ) -> ScrollPlan:
     """Open the zarr / OME-Zarr ``source``, load ``models`` (ModelSpecs, InferenceModels or
     WeightedModels) and create or reopen ``output`` (uint8; ``ome``: OME-Zarr with a pyramid).
 
-    Raises VolumeError naming the output when it holds a different run (see the module docstring).
+    ``settings``: the sliding window (keyword ``overrides`` change single fields; the output is
+    always uint8). Raises VolumeError naming the output when it holds a different run (see the module
+    docstring).
     """
-    if not 0 < step <= 1:
-        raise ValueError(f"step must be in (0, 1], got {step}")
-    axes = sorted({int(a) for a in tta_axes})
-    if any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"tta_axes must be a subset of (0, 1, 2), got {tuple(tta_axes)}")
+    window = SlidingWindowSettings.build(settings, **overrides).replace(output_dtype="uint8")
     info, _ = store.open_input(source)
-    members = _members(models)
+    members = members_of(models)
     check_input_dtype(members, info.dtype, info.location)  # refuse or announce an intensity conversion
     patch = [max(int(m.model.patch_size[i]) for m in members) for i in range(3)]
     block = int(block_size) if block_size else default_block_size(patch, chunk_size)
@@ -140,31 +125,24 @@ def prepare_scroll(
         layout = store.plan_layout(info.shape, chunk_size, (block,) * 3, ome)
     except ValueError as error:
         raise VolumeError(output, str(error)) from None
-    settings = {
-        "step": float(step),
-        "gaussian": bool(gaussian),
-        "tta_axes": axes,
-        "device": str(device),
-        "precision": str(precision),
-        "skip_air": bool(skip_air),
-        "output_dtype": "uint8",
-    }
+    # the settings that change values; batch size does not, so a resume may change it
+    fingerprinted = {k: v for k, v in window.to_dict().items() if k != "batch_size"}
     described = {
         "location": info.location,
         "array": info.array_path,
         "shape": list(info.shape),
         "dtype": info.dtype,
     }
-    fingerprint = make_fingerprint(members, settings=settings, input_info=described, layout=layout.to_dict())
+    fingerprint = make_fingerprint(
+        members, settings=fingerprinted, input_info=described, layout=layout.to_dict()
+    )
     location = store.normalize_location(output)
     out, record = store.prepare_output(
         location, layout, fingerprint, input_location=info.location, overwrite=overwrite
     )
-    settings = {**settings, "batch_size": int(batch_size), "block_size": block, "chunk_size": int(chunk_size)}
-    settings["models"] = [
-        {"name": m.model.name, "weight": m.weight, "patch_size": list(m.model.patch_size)} for m in members
-    ]
-    return ScrollPlan(info, out, members, settings, record)
+    run_settings = {**window.to_dict(), "block_size": block, "chunk_size": int(chunk_size)}
+    run_settings["models"] = describe_members(members)
+    return ScrollPlan(info, out, members, run_settings, record, window)
 
 
 # ------------------------------------------------------------------------------------ normalisation
@@ -202,7 +180,7 @@ class _Tally:
 
     def __init__(self, plan: ScrollPlan) -> None:
         self.grid = plan.layout.grid
-        axes = axis_tiles(plan.layout.shape, plan.members[0].model.patch_size, plan.settings["step"])
+        axes = axis_tiles(plan.layout.shape, plan.members[0].model.patch_size, plan.window.step)
         self.tiles_seen = np.zeros([len(a.starts) for a in axes], bool)  # distinct tiles with data run
         self.tile_runs = 0  # ... counted once per block that ran them
         self.started = time.perf_counter()
@@ -289,7 +267,7 @@ def iter_run_scroll(
     n_workers = 0
     try:
         if todo:
-            cluster = Cluster(scheduler, workers, processes, plan.settings["device"], torch_threads)
+            cluster = Cluster(scheduler, workers, processes, plan.window.device, torch_threads)
             n_workers = cluster.workers
             job = _block_job(plan, _fit_normalizations(plan))
             output.write_record(record, settings=plan.settings)
@@ -334,19 +312,12 @@ def iter_run_scroll(
 def _block_job(plan: ScrollPlan, normalizations: Sequence[Normalization]) -> Any:
     from .worker import BlockJob
 
-    s = plan.settings
     return BlockJob(
         input_location=plan.input.array_location,
         output_location=plan.output.location,
         layout=plan.layout,
         normalizations=tuple(normalizations),
-        step=s["step"],
-        gaussian=s["gaussian"],
-        tta_axes=tuple(s["tta_axes"]),
-        batch_size=s["batch_size"],
-        device=s["device"],
-        precision=s["precision"],
-        skip_air=s["skip_air"],
+        window=plan.window,
     )
 
 
@@ -354,6 +325,7 @@ def predict_scroll(
     source: str | Path,
     output: str | Path,
     models: Any,
+    settings: SlidingWindowSettings | None = None,
     *,
     scheduler: str | None = None,
     workers: int | None = None,
@@ -361,9 +333,10 @@ def predict_scroll(
     torch_threads: int | None = None,
     **options: Any,
 ) -> Generator[Progress, None, ScrollResult]:
-    """Job: :func:`prepare_scroll` (``options``) then :func:`iter_run_scroll`."""
+    """Job: :func:`prepare_scroll` (``options``: settings, block layout, overrides) then
+    :func:`iter_run_scroll`."""
     yield Progress(0, 1, "loading the model(s) and opening the output")
-    plan = prepare_scroll(source, output, models, **options)
+    plan = prepare_scroll(source, output, models, settings, **options)
     return (
         yield from iter_run_scroll(
             plan, scheduler=scheduler, workers=workers, processes=processes, torch_threads=torch_threads

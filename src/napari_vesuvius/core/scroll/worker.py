@@ -25,6 +25,7 @@ from distributed import WorkerPlugin, get_worker
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import Index3, downsample_max, predict_block
 from napari_vesuvius.core.inference.model_api import Normalization, WeightedModel
+from napari_vesuvius.core.inference.settings import SlidingWindowSettings
 
 from .store import OutputLayout, filesystem, join, may_hold_data, open_array
 
@@ -37,13 +38,7 @@ class BlockJob:
     output_location: str
     layout: OutputLayout
     normalizations: tuple[Normalization, ...]
-    step: float
-    gaussian: bool
-    tta_axes: tuple[int, ...]
-    batch_size: int
-    device: str
-    precision: str
-    skip_air: bool
+    window: SlidingWindowSettings
 
 
 @dataclass
@@ -125,11 +120,11 @@ class ScrollPlugin(WorkerPlugin):
             if worker.address not in self._states:
                 if self.torch_threads:
                     torch.set_num_threads(int(self.torch_threads))
-                device = _device_for(self.job.device, worker.name)
+                device = _device_for(self.job.window.device, worker.name)
                 for member in self.members:
                     for network in member.model.networks:
                         network.to(device).eval()
-                precision = _device.resolve_precision(self.job.precision, device)
+                precision = _device.resolve_precision(self.job.window.precision, device)
                 self._states[worker.address] = _WorkerState(device, precision)
             return self._states[worker.address]
 
@@ -160,13 +155,13 @@ class ScrollPlugin(WorkerPlugin):
             index,
             self.members,
             job.normalizations,
-            step=job.step,
-            gaussian=job.gaussian,
-            tta_axes=job.tta_axes,
-            batch_size=job.batch_size,
+            step=job.window.step,
+            gaussian=job.window.gaussian,
+            tta_axes=job.window.tta_axes,
+            batch_size=job.window.batch_size,
             device=state.device,
             precision=state.precision,
-            skip_air=job.skip_air,
+            skip_air=job.window.skip_air,
         )
         outcome = BlockOutcome(
             index=block.index,

@@ -1,6 +1,13 @@
 """Synthetic scroll fragments and challenge-style datasets (sample data, tests, demo, benchmarks).
 
 Pure numpy/scipy and deterministic for a given seed. See :mod:`.fragment` for what the labels mean.
+
+Public API (everything in ``__all__``): :func:`make_fragment` (options in :class:`FragmentOptions`) →
+:class:`SyntheticFragment`, used by napari's sample data, tests and benchmarks;
+:func:`write_challenge_dataset` / :func:`iter_write_challenge_dataset` write a challenge dataset folder
+(layout in ``docs/challenge.md``; :data:`TEST_LABELS_DIR` holds the test labels a real dataset lacks,
+used by the demo to score), :func:`write_training_folder` a plain images/labels folder and
+:func:`write_volume_tif` one volume. ``_fields``, ``_render``, ``_sheets``, ``_options`` are private.
 """
 
 from __future__ import annotations

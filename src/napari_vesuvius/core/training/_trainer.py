@@ -16,7 +16,7 @@ import torch
 from ..inference import _device
 from ..volume_io import open_volume
 from . import rundir
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig, TrainConfigError
 from .data import VolumeSource
 from .guard import NonFiniteError, non_finite_tensors, stop_advice
 from .loss import SegmentationLoss
@@ -59,7 +59,7 @@ class Trainer:
         try:
             self.device = _device.resolve_device(config.device)
         except ValueError as error:
-            raise ConfigError(f"device: {error}") from error
+            raise TrainConfigError(f"device: {error}") from error
         self.precision = _precision(config.amp, self.device)
         with open_volume(train_sources[0].image) as first:
             dtype = first.dtype

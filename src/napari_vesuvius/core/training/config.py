@@ -27,7 +27,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads", "max_minutes", "choose_postprocess"})
 
 
-class ConfigError(VesuviusError, ValueError):
+class TrainConfigError(VesuviusError, ValueError):
     """Invalid training settings, or settings that differ from the run being resumed."""
 
 
@@ -61,7 +61,7 @@ class AugmentConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown augmentation settings: {sorted(unknown)}")
+            raise TrainConfigError(f"unknown augmentation settings: {sorted(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
@@ -139,7 +139,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for any setting out of range (one message per problem)."""
+        """Raise :class:`TrainConfigError` for any setting out of range (one message per problem)."""
         problems = []
         for name in ("epochs", "iterations_per_epoch", "batch_size", "val_patches", "score_max_volumes"):
             if int(getattr(self, name)) < 1:
@@ -169,7 +169,7 @@ class TrainConfig:
         if not self.data and not self.pairs:
             problems.append("no training data: give a data folder or image/label pairs")
         if problems:
-            raise ConfigError("invalid training settings: " + "; ".join(problems))
+            raise TrainConfigError("invalid training settings: " + "; ".join(problems))
 
     def resolved(self) -> TrainConfig:
         """A copy with the optimiser-dependent defaults (lr, weight decay) filled in explicitly."""
@@ -193,7 +193,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown training settings: {sorted(unknown)}")
+            raise TrainConfigError(f"unknown training settings: {sorted(unknown)}")
         values = dict(data)
         if "pairs" in values:
             values["pairs"] = tuple(tuple(p) for p in values["pairs"])
@@ -205,7 +205,7 @@ class TrainConfig:
         try:
             return cls(**values)
         except TypeError as error:
-            raise ConfigError(f"incomplete training settings: {error}") from error
+            raise TrainConfigError(f"incomplete training settings: {error}") from error
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Human-readable ``field: old -> new`` lines for settings that change what is trained."""
@@ -223,17 +223,17 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a ``config.json``; a missing or malformed file raises :class:`ConfigError` naming it."""
+    """Read a ``config.json``; a missing or malformed file raises :class:`TrainConfigError` naming it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise ConfigError(f"{path}: no training config (not a run folder?)") from error
+        raise TrainConfigError(f"{path}: no training config (not a run folder?)") from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read training config ({error})") from error
+        raise TrainConfigError(f"{path}: cannot read training config ({error})") from error
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: training config must be a JSON object")
+        raise TrainConfigError(f"{path}: training config must be a JSON object")
     try:
         return TrainConfig.from_dict(data)
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from error
+    except TrainConfigError as error:
+        raise TrainConfigError(f"{path}: {error}") from error

@@ -18,7 +18,7 @@ import torch
 from ..errors import CheckpointError
 from ..inference.model_api import Normalization
 from ..inference.unet import UNetConfig, build_unet, preset
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig, TrainConfigError
 
 
 @dataclass
@@ -51,7 +51,7 @@ class TrainingModel:
             try:
                 self.unet_config.check_patch_size(patch_size)
             except ValueError as error:
-                raise ConfigError(f"patch_size: {error}") from error
+                raise TrainConfigError(f"patch_size: {error}") from error
 
 
 def default_normalization(image_dtype: np.dtype) -> Normalization:
@@ -67,7 +67,7 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
         try:
             unet_config = preset(config.model_preset, deep_supervision=config.deep_supervision)
         except ValueError as error:
-            raise ConfigError(f"model_preset: {error}") from error
+            raise TrainConfigError(f"model_preset: {error}") from error
         torch.manual_seed(int(config.seed))
         network = build_unet(unet_config)
         return TrainingModel(

@@ -9,6 +9,8 @@ Layout::
       checkpoint_best.pt   the best epoch so far (by score when scored, else EMA pseudo-Dice)
       train_state.pt       optimizer, weights, counters and RNG states: what --resume continues from
       train.log            console output when started by core.training.process
+      train.pid            the training process's pid, start time and command line while it runs
+                           (core.training.process.write_pid_file / running_pid)
       postprocess.json     the clean-up chosen for checkpoint_best.pt at the end (see postprocess_step)
       data_check.json      data files whose values passed the check (core.dataset_check), by size + time
 

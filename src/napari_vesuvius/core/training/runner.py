@@ -40,7 +40,7 @@ from ..dataset_check import CheckItem, iter_validate_volumes
 from ..errors import VesuviusWarning
 from ..progress import Progress, scaled
 from . import rundir
-from .config import ConfigError, TrainConfig, load_config, save_config
+from .config import TrainConfig, TrainConfigError, load_config, save_config
 from .data import collect_sources, split_sources
 from .guard import NonFiniteError, TrainingError
 
@@ -107,22 +107,24 @@ def _prepare_config(
 
     other = running_pid(run_dir)
     if other is not None and other != os.getpid():
-        raise ConfigError(f"{run_dir}: a training process (pid {other}) is already running in this folder")
+        raise TrainConfigError(
+            f"{run_dir}: a training process (pid {other}) is already running in this folder"
+        )
     if config_path.exists() and not resume and not state_path.exists() and config is not None:
         # a run that never reached its first saved state (failed setup, killed early): start it over
         config_path.unlink()
         (run_dir / rundir.METRICS_JSONL).unlink(missing_ok=True)
     if not config_path.exists():
         if resume:
-            raise ConfigError(f"{run_dir}: nothing to resume (no {rundir.CONFIG_JSON})")
+            raise TrainConfigError(f"{run_dir}: nothing to resume (no {rundir.CONFIG_JSON})")
         if config is None:
-            raise ConfigError("no training settings given")
+            raise TrainConfigError("no training settings given")
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = config.resolved()
         save_config(resolved, config_path)
         return resolved, None
     if not resume:
-        raise ConfigError(
+        raise TrainConfigError(
             f"{run_dir}: already holds a training run ({rundir.CONFIG_JSON}); "
             "resume it or choose a new run folder"
         )
@@ -131,7 +133,7 @@ def _prepare_config(
         requested = config.resolved()
         changes = stored.differences(requested)
         if changes and not force:
-            raise ConfigError(
+            raise TrainConfigError(
                 f"{config_path}: the settings differ from the run being resumed (use force to accept):\n  "
                 + "\n  ".join(changes)
             )
@@ -141,12 +143,12 @@ def _prepare_config(
     state = rundir.load_train_state(state_path) if state_path.exists() else None
     limit_s = float(stored.max_minutes) * 60
     if state is not None and limit_s > 0 and float(state.get("elapsed", 0.0)) >= limit_s:
-        raise ConfigError(
+        raise TrainConfigError(
             f"{run_dir}: the run already used its time limit ({stored.max_minutes:g} min, "
             f"{float(state['elapsed']) / 60:.1f} min done); raise max_minutes (or set 0) to continue"
         )
     if state is not None and int(state["iteration"]) > stored.total_iterations:
-        raise ConfigError(
+        raise TrainConfigError(
             f"{state_path}: the run already did {state['iteration']} iterations, more than the "
             f"{stored.total_iterations} now configured"
         )
