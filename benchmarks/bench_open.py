@@ -61,7 +61,7 @@ def pyramid(size: int, levels: int):  # -> list[dask.array.Array]
 def ensure_volumes(workdir: Path, size: int, *, ome: bool = True) -> dict[str, Path]:
     """Write the TIFF, zarr and OME-Zarr (atomically, so an existing one is complete) unless present."""
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
-    from napari_vesuvius.core.volume_io import iter_write_ome_zarr, iter_write_volume
+    from napari_vesuvius.core.volume.io import iter_write_ome_zarr, iter_write_volume
 
     workdir.mkdir(parents=True, exist_ok=True)
     paths = {"tiff": workdir / f"open_{size}.tif", "zarr": workdir / f"open_{size}.zarr"}
@@ -142,7 +142,7 @@ def child(mode: str, path: str) -> None:
     from napari.components import ViewerModel
 
     from napari_vesuvius._reader import napari_get_reader
-    from napari_vesuvius.core import volume_io
+    from napari_vesuvius.core.volume import io as volume_io
 
     viewer = ViewerModel()
     # napari builds its unit registry (pint) when the first layer of a session is created: a one-time
@@ -155,7 +155,7 @@ def child(mode: str, path: str) -> None:
 
         resize_dask_cache(0)
     reads = {"chunks": 0, "bytes": 0}
-    original = volume_io._GuardedSource.__getitem__
+    original = volume_io.GuardedSource.__getitem__
 
     def counted(self, key):
         block = original(self, key)
@@ -163,7 +163,7 @@ def child(mode: str, path: str) -> None:
         reads["bytes"] += block.nbytes
         return block
 
-    volume_io._GuardedSource.__getitem__ = counted
+    volume_io.GuardedSource.__getitem__ = counted
     baseline = _peak_rss_mb()
 
     def open_and_draw() -> tuple[dict, object]:

@@ -77,7 +77,7 @@ def main() -> int:
     from napari_vesuvius.core.inference.loading import load_model
     from napari_vesuvius.core.metric import score_volume
     from napari_vesuvius.core.postprocess import PostprocessConfig, run_pipeline, scan_mask_from_ct
-    from napari_vesuvius.core.postprocess_choice import model_choice
+    from napari_vesuvius.core.postprocess.choice import model_choice
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
     from napari_vesuvius.core.synthetic import make_fragment, write_training_folder
     from napari_vesuvius.core.training.config import AugmentConfig, TrainConfig

@@ -111,7 +111,7 @@ def test_every_writer_cleans_its_own_stale_temporaries(tmp_path):
     from napari_vesuvius.core.export.writer import SubmissionWriter
     from napari_vesuvius.core.progress import run_job
     from napari_vesuvius.core.proofread.save import save_version
-    from napari_vesuvius.core.volume_write import write_volume
+    from napari_vesuvius.core.volume.write import write_volume
 
     dead = _dead_pid()
     debris = [

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from napari_vesuvius.cli.main import main
-from napari_vesuvius.core.volume_io import write_ome_zarr
+from napari_vesuvius.core.volume.io import write_ome_zarr
 
 
 def run_info(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -19,7 +19,7 @@ from napari_vesuvius.core.dataset_check import (
 )
 from napari_vesuvius.core.errors import DatasetError
 from napari_vesuvius.core.progress import Progress, run_job
-from napari_vesuvius.core.volume_io import write_volume
+from napari_vesuvius.core.volume.io import write_volume
 
 SHAPE = (8, 12, 12)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from napari_vesuvius.core.errors import CheckpointError, VolumeError
-from napari_vesuvius.core.volume_io import open_volume
+from napari_vesuvius.core.volume.io import open_volume
 
 
 class _Payload:

@@ -28,9 +28,9 @@ from napari_vesuvius.core.inference.checkpoint import load_checkpoint, read_chec
 from napari_vesuvius.core.inference.engine import predict
 from napari_vesuvius.core.inference.intensity import conversion_for
 from napari_vesuvius.core.inference.model_api import Normalization, WeightedModel
-from napari_vesuvius.core.volume_base import VolumeWarning
-from napari_vesuvius.core.volume_io import _GuardedSource, open_volume
-from napari_vesuvius.core.volume_tiff import TiffPageStack, open_tiff_source
+from napari_vesuvius.core.volume.base import VolumeWarning
+from napari_vesuvius.core.volume.io import GuardedSource, open_volume
+from napari_vesuvius.core.volume.tiff import TiffPageStack, open_tiff_source
 
 FP32 = {"device": "cpu", "precision": "fp32", "output_dtype": "float32"}
 STACK = (np.arange(2 * 32 * 32 * 32) % 251).astype(np.uint8).reshape(2, 32, 32, 32)
@@ -178,7 +178,7 @@ def test_nan_volume_with_a_zscore_model_names_the_file(tmp_path: Path) -> None:
 def test_non_finite_block_is_refused_naming_the_file(tmp_path: Path) -> None:
     volume = _float_ct((64, 32, 32))
     volume[50, 3, 3] = np.inf
-    source = _GuardedSource(volume, tmp_path / "scroll.zarr")
+    source = GuardedSource(volume, tmp_path / "scroll.zarr")
     members = [WeightedModel(tiny_model(16), 1.0)]
     settings = dict(
         step=0.5, gaussian=True, tta_axes=(), batch_size=2, device=torch.device("cpu"), precision="fp32"

@@ -29,7 +29,7 @@ from napari_vesuvius.core.errors import CheckpointError  # noqa: E402
 from napari_vesuvius.core.inference.checkpoint import load_checkpoint, save_nnunet_checkpoint  # noqa: E402
 from napari_vesuvius.core.inference.nnunet import NnUNetPlansError, load_nnunet_model  # noqa: E402
 from napari_vesuvius.core.inference.nnunet_classes import NETWORK_CLASSES, OP_CLASSES, op_class  # noqa: E402
-from napari_vesuvius.core.volume_io import write_volume  # noqa: E402
+from napari_vesuvius.core.volume.io import write_volume  # noqa: E402
 from nnunet_fixtures import make_nnunet_model_folder  # noqa: E402
 
 POPEN_ROUTE = "torch.nn.functional.np.f2py.subprocess.Popen"  # module globals lead to subprocess

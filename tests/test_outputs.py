@@ -168,7 +168,7 @@ def test_config_outputs_need_overwrite(tmp_path, prob, capsys) -> None:
 
 
 def test_oserror_mid_write_is_one_line_and_leaves_no_partial(tmp_path, prob, capsys, monkeypatch) -> None:
-    import napari_vesuvius.core.volume_write as volume_write
+    import napari_vesuvius.core.volume.write as volume_write
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "mask.zarr"))
@@ -183,7 +183,7 @@ def test_oserror_mid_write_is_one_line_and_leaves_no_partial(tmp_path, prob, cap
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_read_only_output_folder_is_one_line(tmp_path, prob, capsys, monkeypatch, code) -> None:
-    import napari_vesuvius.core.volume_write as volume_write
+    import napari_vesuvius.core.volume.write as volume_write
 
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code), str(tmp_path / "mask.tif"))

@@ -10,7 +10,7 @@ import pytest
 
 from napari_vesuvius.core.metric import score_volume
 from napari_vesuvius.core.postprocess import ConfigError, PostprocessConfig, run_pipeline
-from napari_vesuvius.core.postprocess_choice import (
+from napari_vesuvius.core.postprocess.choice import (
     CLOSING_GRID,
     METADATA_KEY,
     T_LOW_GRID,

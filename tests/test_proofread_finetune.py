@@ -15,7 +15,7 @@ from napari_vesuvius.core.proofread.save import save_version
 from napari_vesuvius.core.synthetic import make_fragment
 from napari_vesuvius.core.training import rundir
 from napari_vesuvius.core.training.config import load_config
-from napari_vesuvius.core.volume_io import write_volume
+from napari_vesuvius.core.volume.io import write_volume
 
 SHAPE = (32, 32, 32)
 
@@ -65,7 +65,7 @@ def test_a_corrected_crop_is_written_as_a_training_pair(dataset: Path, tmp_path:
     from napari_vesuvius.core.progress import run_job
     from napari_vesuvius.core.proofread.finetune import iter_write_training_pair
     from napari_vesuvius.core.proofread.region import parse_box
-    from napari_vesuvius.core.volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
 
     box = parse_box("4:20,0:16,8:32", SHAPE)
     with open_volume(dataset / "train_images" / "1.tif") as image:

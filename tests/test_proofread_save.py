@@ -30,7 +30,7 @@ from napari_vesuvius.core.proofread.naming import (
 from napari_vesuvius.core.proofread.region import parse_box
 from napari_vesuvius.core.proofread.save import save_version
 from napari_vesuvius.core.proofread.session import EditSession
-from napari_vesuvius.core.volume_io import open_volume, write_ome_zarr, write_volume
+from napari_vesuvius.core.volume.io import open_volume, write_ome_zarr, write_volume
 
 SHAPE = (24, 20, 28)
 
@@ -126,8 +126,8 @@ def test_a_version_number_taken_meanwhile_is_never_overwritten(
 
 
 def test_a_failure_mid_save_leaves_no_file_behind(tmp_path: Path, labels: np.ndarray, monkeypatch) -> None:
-    from napari_vesuvius.core import volume_write
     from napari_vesuvius.core.progress import Progress
+    from napari_vesuvius.core.volume import write as volume_write
 
     original = tmp_path / "7.tif"
     write_volume(original, labels)

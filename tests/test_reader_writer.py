@@ -13,7 +13,7 @@ import zarr
 from napari_vesuvius._reader import napari_get_reader
 from napari_vesuvius._writer import write_labels_tif, write_labels_zarr
 from napari_vesuvius.core.labels import LABEL_COLORS
-from napari_vesuvius.core.volume_io import open_volume, write_ome_zarr
+from napari_vesuvius.core.volume.io import open_volume, write_ome_zarr
 
 
 def ct_volume(shape: tuple[int, int, int] = (16, 40, 40)) -> np.ndarray:

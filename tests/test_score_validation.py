@@ -14,6 +14,7 @@ from napari_vesuvius.cli.main import main
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.export import SubmissionError, check_binary
 from napari_vesuvius.core.metric import score_many, score_volume
+from napari_vesuvius.core.postprocess.sweep import cases_from_files, run_sweep
 from napari_vesuvius.core.scroll.store import (
     Record,
     ScrollOutput,
@@ -22,7 +23,6 @@ from napari_vesuvius.core.scroll.store import (
     plan_layout,
     prepare_output,
 )
-from napari_vesuvius.core.sweep import cases_from_files, run_sweep
 from napari_vesuvius.core.value_checks import (
     block_steps,
     iter_blocks,
@@ -30,7 +30,7 @@ from napari_vesuvius.core.value_checks import (
     mask_problem,
     value_counts,
 )
-from napari_vesuvius.core.volume_io import open_volume
+from napari_vesuvius.core.volume.io import open_volume
 
 SHAPE = (12, 16, 16)
 

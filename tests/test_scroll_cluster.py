@@ -39,7 +39,7 @@ def threads_cluster():
 def test_ome_output_equals_in_memory_pass_with_pyramid_and_no_air_chunks(
     scan, threads_cluster, tmp_path
 ) -> None:
-    from napari_vesuvius.core.volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
 
     path, volume, model, expected = scan
     output = tmp_path / "pred.ome.zarr"

@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
 def _reference(image: Path, members, config: PostprocessConfig = CONFIG) -> np.ndarray:
     """The mask computed directly with the core calls the pipeline chains."""
     from napari_vesuvius.core.inference.engine import predict
-    from napari_vesuvius.core.volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
 
     with open_volume(image) as volume:
         ct = np.asarray(volume.data)
@@ -107,8 +107,8 @@ def test_weight_must_follow_a_model(setup):
 
 
 def test_cancelled_submit_leaves_no_partial_zip(setup, tmp_path):
+    from napari_vesuvius.core.export.submit import iter_submit
     from napari_vesuvius.core.inference.models import ModelSpec
-    from napari_vesuvius.core.submit import iter_submit
 
     layout, (model_a, _), _ = setup
     out = tmp_path / "submission.zip"
@@ -126,7 +126,7 @@ def test_without_a_config_submit_uses_the_clean_up_the_model_stored(setup, tmp_p
 
     from napari_vesuvius.core.inference.checkpoint import update_checkpoint_metadata
     from napari_vesuvius.core.inference.loading import load_model
-    from napari_vesuvius.core.postprocess_choice import METADATA_KEY, PostprocessChoice
+    from napari_vesuvius.core.postprocess.choice import METADATA_KEY, PostprocessChoice
 
     layout, (model_a, _), _ = setup
     own = PostprocessConfig(t_low=0.42, t_high=0.55, closing_z=0, closing_xy=0, dust_size=5)

@@ -1,4 +1,4 @@
-"""Parameter sweeps (core.sweep) and the ``napari-vesuvius sweep`` command."""
+"""Parameter sweeps (core.postprocess.sweep) and the ``napari-vesuvius sweep`` command."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from napari_vesuvius.cli.main import main
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.metric import score_volume
 from napari_vesuvius.core.postprocess import ConfigError, PostprocessConfig, run_pipeline
-from napari_vesuvius.core.sweep import (
+from napari_vesuvius.core.postprocess.sweep import (
     SweepCase,
     iter_score_cases,
     parse_values,
@@ -262,7 +262,7 @@ def test_component_sweeps_equal_scoring_the_pipeline_masks(parameter, values, ba
 
 def test_volume_files_ids_match_the_reader(tmp_path):
     from napari_vesuvius._reader import read_volumes
-    from napari_vesuvius.core.volume_io import volume_id, write_ome_zarr, write_volume
+    from napari_vesuvius.core.volume.io import volume_id, write_ome_zarr, write_volume
 
     volume = np.zeros((4, 8, 8), np.uint8)
     write_ome_zarr(tmp_path / "a.ome.zarr", [volume], chunks=(4, 8, 8))

@@ -15,7 +15,7 @@ from napari_vesuvius.core.training.augment import mirror_rotate, sample_spatial,
 from napari_vesuvius.core.training.config import AugmentConfig, TrainConfig, TrainConfigError
 from napari_vesuvius.core.training.data import VolumeSource, sources_from_folder, split_sources
 from napari_vesuvius.core.training.sampler import PatchSampler, TrainingVolume, crop_padded
-from napari_vesuvius.core.volume_io import write_volume
+from napari_vesuvius.core.volume.io import write_volume
 
 
 def _write_pair(folder: Path, name: str, image: np.ndarray, label: np.ndarray) -> VolumeSource:

@@ -20,7 +20,7 @@ from napari_vesuvius.core.training.loss import GAP, SegmentationLoss, masked_dic
 from napari_vesuvius.core.training.monitor import read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
 from napari_vesuvius.core.training.sampler import mark_gaps  # noqa: E402
-from napari_vesuvius.core.volume_io import write_volume  # noqa: E402
+from napari_vesuvius.core.volume.io import write_volume  # noqa: E402
 
 
 def _two_slabs(gap: int) -> np.ndarray:

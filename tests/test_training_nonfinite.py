@@ -25,7 +25,7 @@ from napari_vesuvius.core.training.data import collect_sources  # noqa: E402
 from napari_vesuvius.core.training.guard import NonFiniteError  # noqa: E402
 from napari_vesuvius.core.training.monitor import RunSummary, read_metrics  # noqa: E402
 from napari_vesuvius.core.training.runner import train  # noqa: E402
-from napari_vesuvius.core.volume_io import write_volume  # noqa: E402
+from napari_vesuvius.core.volume.io import write_volume  # noqa: E402
 
 SAVED = (rundir.CHECKPOINT_BEST, rundir.CHECKPOINT_LAST, rundir.TRAIN_STATE)
 

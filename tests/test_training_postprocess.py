@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from napari_vesuvius.core.inference.checkpoint import read_checkpoint_info
 from napari_vesuvius.core.inference.loading import load_model
 from napari_vesuvius.core.postprocess import PostprocessConfig
-from napari_vesuvius.core.postprocess_choice import METADATA_KEY, model_postprocess
+from napari_vesuvius.core.postprocess.choice import METADATA_KEY, model_postprocess
 from napari_vesuvius.core.progress import run_job
 from napari_vesuvius.core.synthetic import write_training_folder
 from napari_vesuvius.core.training import rundir

@@ -1,4 +1,4 @@
-"""Lazy reading, validation and atomic writing of TIFF / zarr / OME-Zarr volumes (core.volume_io)."""
+"""Lazy reading, validation and atomic writing of TIFF / zarr / OME-Zarr volumes (core.volume)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import tifffile
 import zarr
 
-from napari_vesuvius.core import volume_io
 from napari_vesuvius.core.errors import CancelledError, VolumeError
 from napari_vesuvius.core.progress import run_job
-from napari_vesuvius.core.volume_io import (
+from napari_vesuvius.core.volume import io as volume_io
+from napari_vesuvius.core.volume.io import (
     contrast_limits_for,
     label_counts,
     open_labels,
@@ -25,7 +25,7 @@ from napari_vesuvius.core.volume_io import (
     write_ome_zarr,
     write_volume,
 )
-from napari_vesuvius.core.volume_tiff import TiffPageStack
+from napari_vesuvius.core.volume.tiff import TiffPageStack
 
 
 def pattern(shape: tuple[int, int, int], dtype: type = np.uint8) -> np.ndarray:
@@ -51,13 +51,13 @@ def big_tiff(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
 def read_spy(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Record every pixel read that goes through the guarded dask source."""
     calls: list[object] = []
-    original = volume_io._GuardedSource.__getitem__
+    original = volume_io.GuardedSource.__getitem__
 
-    def spy(self: volume_io._GuardedSource, key: object) -> np.ndarray:
+    def spy(self: volume_io.GuardedSource, key: object) -> np.ndarray:
         calls.append(key)
         return original(self, key)
 
-    monkeypatch.setattr(volume_io._GuardedSource, "__getitem__", spy)
+    monkeypatch.setattr(volume_io.GuardedSource, "__getitem__", spy)
     return calls
 
 
@@ -96,7 +96,7 @@ def test_tiff_open_reads_few_headers_and_imports_no_zarr(big_tiff) -> None:
     path, _ = big_tiff
     code = (
         "import sys, tifffile\n"
-        "from napari_vesuvius.core.volume_io import open_volume\n"
+        "from napari_vesuvius.core.volume.io import open_volume\n"
         "parsed = []\n"
         "for cls in (tifffile.TiffPage, tifffile.TiffFrame):\n"
         "    def counting(self, *a, _init=cls.__init__, **k):\n"

@@ -88,7 +88,7 @@ def test_the_probability_layer_carries_the_models_own_clean_up(inference, tiny_c
 
     from napari_vesuvius.core.inference.checkpoint import update_checkpoint_metadata
     from napari_vesuvius.core.postprocess import PostprocessConfig
-    from napari_vesuvius.core.postprocess_choice import METADATA_KEY, PostprocessChoice
+    from napari_vesuvius.core.postprocess.choice import METADATA_KEY, PostprocessChoice
     from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, model_postprocess_of
 
     viewer, widget = inference

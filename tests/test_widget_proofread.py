@@ -15,7 +15,7 @@ from napari_vesuvius.core.labels import IGNORE, SURFACE
 from napari_vesuvius.core.proofread.autosave import read_autosave
 from napari_vesuvius.core.proofread.naming import autosave_path, version_path
 from napari_vesuvius.core.synthetic import make_fragment
-from napari_vesuvius.core.volume_io import open_volume, write_volume
+from napari_vesuvius.core.volume.io import open_volume, write_volume
 from napari_vesuvius.widgets._proofread_layers import viewer_grid
 
 #: generous: the machine is shared and the training subprocess has to import torch

@@ -8,7 +8,7 @@ import tifffile
 
 from napari_vesuvius.core.metric import score_volume
 from napari_vesuvius.core.postprocess import PostprocessConfig, run_pipeline
-from napari_vesuvius.core.sweep import run_sweep
+from napari_vesuvius.core.postprocess.sweep import run_sweep
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def scroll_widget(make_napari_viewer, tmp_path):
     from napari_vesuvius._reader import layer_data
     from napari_vesuvius.core.inference.checkpoint import save_checkpoint
     from napari_vesuvius.core.inference.model_api import Normalization
-    from napari_vesuvius.core.volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
     from napari_vesuvius.widgets.inference_widget import InferenceWidget
     from scroll_helpers import one_torch_thread
 

@@ -1,6 +1,6 @@
 """npe2 reader: .tif/.tiff files, zarr arrays and OME-Zarr pyramids as lazy (dask) napari layers.
 
-Which volumes open as Labels (see :func:`napari_vesuvius.core.volume_io.is_label_volume`):
+Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label_volume`):
 
 * name rule: the file or folder name contains ``label`` or ``mask``, or the parent folder's name contains
   ``labels`` (e.g. ``train_labels/1234.tif``);
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_vesuvius.core.labels import LABEL_COLORS
-from napari_vesuvius.core.volume_io import (
+from napari_vesuvius.core.volume.io import (
     TIFF_SUFFIXES,
     LazyVolume,
     contrast_limits_for,

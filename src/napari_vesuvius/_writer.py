@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
-from napari_vesuvius.core.volume_io import write_volume
+from napari_vesuvius.core.volume.io import write_volume
 
 
 def _full_resolution(data: Any) -> Any:

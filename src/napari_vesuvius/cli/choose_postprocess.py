@@ -76,9 +76,9 @@ def _run_for_model(args: argparse.Namespace, progress: Any) -> int:
     from napari_vesuvius.core.errors import CheckpointError, DatasetError
     from napari_vesuvius.core.inference.checkpoint import update_checkpoint_metadata
     from napari_vesuvius.core.inference.loading import load_model
-    from napari_vesuvius.core.postprocess_choice import METADATA_KEY, iter_choose_for_model
+    from napari_vesuvius.core.postprocess.choice import METADATA_KEY, iter_choose_for_model
+    from napari_vesuvius.core.postprocess.sweep import load_volume_array
     from napari_vesuvius.core.progress import run_job
-    from napari_vesuvius.core.sweep import load_volume_array
     from napari_vesuvius.core.training.data import collect_sources
 
     if args.data is None or not args.ids:

@@ -151,7 +151,7 @@ def _compare_one(
     """Predict one corrected image with the old and the new model and score both."""
     from napari_vesuvius.core.progress import run_job
     from napari_vesuvius.core.proofread.finetune import iter_compare, iter_predict_region
-    from napari_vesuvius.core.volume_io import open_labels, open_volume
+    from napari_vesuvius.core.volume.io import open_labels, open_volume
 
     with open_volume(image_path) as image, open_labels(label_path, image.shape) as labels:
         ct = image.data

@@ -18,7 +18,7 @@ from napari_vesuvius.core.dataset_check import format_problems, iter_check_datas
 from napari_vesuvius.core.labels import VALID_LABEL_VALUES
 from napari_vesuvius.core.progress import ConsoleProgress, run_job
 from napari_vesuvius.core.scroll.store import RESUME_HINT, output_progress
-from napari_vesuvius.core.volume_io import describe, is_label_volume, iter_label_counts, open_volume
+from napari_vesuvius.core.volume.io import describe, is_label_volume, iter_label_counts, open_volume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

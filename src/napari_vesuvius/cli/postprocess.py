@@ -76,7 +76,7 @@ def _postprocess(args: argparse.Namespace, config: object) -> int:
 
     from napari_vesuvius.core.postprocess import iter_pipeline, scan_mask_from_ct
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
-    from napari_vesuvius.core.volume_io import iter_write_volume, open_volume
+    from napari_vesuvius.core.volume.io import iter_write_volume, open_volume
 
     with open_volume(args.prob) as volume:
         prob = np.asarray(volume.data.compute())

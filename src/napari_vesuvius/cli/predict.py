@@ -101,8 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(path: Path) -> Any:
-    """The volume as a lazy (dask) array, through core.volume_io."""
-    from napari_vesuvius.core.volume_io import open_volume
+    """The volume as a lazy (dask) array, through core.volume.io."""
+    from napari_vesuvius.core.volume.io import open_volume
 
     return open_volume(path)
 
@@ -112,7 +112,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise VolumeError(source, "input not found")
-    from napari_vesuvius.core.volume_io import is_zarr_path
+    from napari_vesuvius.core.volume.io import is_zarr_path
 
     if source.is_file() or is_zarr_path(source):
         if target.suffix.lower() not in (*TIFF_SUFFIXES, ".zarr"):
@@ -177,7 +177,7 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
                 result = run_job(job, progress)
                 pending.publish()
         else:
-            from napari_vesuvius.core.volume_io import write_volume
+            from napari_vesuvius.core.volume.io import write_volume
 
             result = run_job(predict_volume(volume.data, models, settings=settings), progress)
             write_volume(target, result.probability)

@@ -23,8 +23,8 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.metric.memory import MEMORY_LIMIT_ENV, parse_bytes
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS, ScoreResult, ScoreSummary, score_volume
 from napari_vesuvius.core.progress import ConsoleProgress, Progress, run_job
-from napari_vesuvius.core.volume_io import TIFF_SUFFIXES, is_zarr_path, open_volume
-from napari_vesuvius.core.volume_io import volume_id as _volume_id
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, open_volume
+from napari_vesuvius.core.volume.io import volume_id as _volume_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

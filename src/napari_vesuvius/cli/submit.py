@@ -123,11 +123,11 @@ def _print_summary(summary: Any) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from napari_vesuvius.core.export.submit import iter_submit
     from napari_vesuvius.core.inference.models import model_specs, parse_folds
     from napari_vesuvius.core.outputs import check_output_path
     from napari_vesuvius.core.postprocess import PostprocessConfig
     from napari_vesuvius.core.progress import ConsoleProgress, run_job
-    from napari_vesuvius.core.submit import iter_submit
 
     settings = settings_from_args(args)  # a bad --step / --batch-size is refused first
     inputs = [args.data, args.postprocess, *(path for path, _ in args.models)]

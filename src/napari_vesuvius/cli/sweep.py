@@ -17,8 +17,7 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS
 from napari_vesuvius.core.outputs import check_output_path
 from napari_vesuvius.core.postprocess import ConfigError, PostprocessConfig
-from napari_vesuvius.core.progress import ConsoleProgress, run_job
-from napari_vesuvius.core.sweep import (
+from napari_vesuvius.core.postprocess.sweep import (
     SWEEP_PARAMETERS,
     SweepResult,
     cases_from_files,
@@ -26,7 +25,8 @@ from napari_vesuvius.core.sweep import (
     parse_values,
     volume_files,
 )
-from napari_vesuvius.core.volume_io import TIFF_SUFFIXES, is_zarr_path
+from napari_vesuvius.core.progress import ConsoleProgress, run_job
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def ct_paths_for(ct: str | Path, ids: list[str]) -> dict[str, Path]:
 
 def check_shapes(pairs: list[tuple[str, Path, Path]]) -> None:
     """Compare every probability/label pair's shapes from the headers, before any work, naming both."""
-    from napari_vesuvius.core.volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
 
     for _, prob_path, label_path in pairs:
         with open_volume(prob_path) as prob, open_volume(label_path) as label:

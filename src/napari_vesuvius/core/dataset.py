@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES
+
 from .errors import DatasetError, warn_user
 from .proofread.naming import is_derived_name
-from .volume_io import TIFF_SUFFIXES
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES = "train_images", "train_labels", "test_images"
 TRAIN_CSV, TEST_CSV = "train.csv", "test.csv"

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_vesuvius.core.volume.io import iter_label_counts, open_volume
+
 from .errors import DatasetError, VesuviusError
 from .labels import IGNORE, VALID_LABEL_VALUES
 from .progress import Job, Progress, run_job, scaled
-from .volume_io import iter_label_counts, open_volume
 
 #: Bump when the rules change: cached passes of older rules are checked again.
 CHECK_VERSION = 1

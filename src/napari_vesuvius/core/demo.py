@@ -73,9 +73,10 @@ def _stage(name: str, index: int, total: int) -> Progress:
 
 def iter_demo(settings: DemoSettings) -> Generator[Progress, None, DemoSummary]:
     """Job: run the whole pipeline in ``settings.workdir`` and return a :class:`DemoSummary`."""
+    from napari_vesuvius.core.export.submit import iter_submit
+
     from .inference.models import ModelSpec
     from .metric import score_volume
-    from .submit import iter_submit
     from .synthetic import TEST_LABELS_DIR, write_challenge_dataset
     from .training.config import TrainConfig
     from .training.runner import train

@@ -38,7 +38,7 @@ def _is_url(path: PathLike) -> bool:
 
 
 def _is_store(path: Path) -> bool:
-    from .volume_io import is_zarr_path
+    from napari_vesuvius.core.volume.io import is_zarr_path
 
     return is_zarr_path(path)
 

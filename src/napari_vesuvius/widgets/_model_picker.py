@@ -2,7 +2,7 @@
 
 A model is a built-in checkpoint file or an nnU-Net trained model folder (with its folds and checkpoint
 name); *Add to ensemble* appends the current choice with its weight. :meth:`ModelPicker.specs` returns
-:class:`~napari_vesuvius.core.submit.ModelSpec` s, which ``core.submit.load_models`` loads.
+:class:`~napari_vesuvius.core.inference.models.ModelSpec` s, which ``inference.models.load_models`` loads.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ class RetrainPanel(Container):
             finetune_config,
             iter_write_training_pair,
         )
-        from napari_vesuvius.core.volume_io import open_labels
+        from napari_vesuvius.core.volume.io import open_labels
 
         entries = list(self.corrected.values())
         data = [str(p) for p in [self._path(self.data_folder)] if p is not None]

@@ -68,7 +68,7 @@ def save_pairs_job(
 
     Labels must hold only 0 (background), 1 (surface) and 2 (ignore); they are stored as uint8.
     """
-    from napari_vesuvius.core.volume_write import iter_write_volume
+    from napari_vesuvius.core.volume.write import iter_write_volume
 
     total = 2 * len(pairs)
     for index, ((image_name, image, label_name, label), (image_path, label_path)) in enumerate(

@@ -207,7 +207,7 @@ class DataWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
 
         def job() -> Generator[Progress, None, dict[int, int]]:
-            from napari_vesuvius.core.volume_io import label_counts
+            from napari_vesuvius.core.volume.io import label_counts
 
             yield Progress(0, 1, f"counting {layer.name}")
             counts = label_counts(data)

@@ -1,6 +1,6 @@
 """Export dock widget: predict → clean up → validated ``submission.zip`` for every test volume.
 
-The same core job as ``napari-vesuvius submit`` (:func:`napari_vesuvius.core.submit.iter_submit`), run
+The same core job as ``napari-vesuvius submit`` (:func:`napari_vesuvius.core.export.submit.iter_submit`), run
 in the background with progress and Cancel. The post-processing comes from a docked Tune widget (so
 what was tuned in the viewer is what gets submitted), a JSON config file, or the model's own clean-up
 (chosen on its validation volumes when it was trained here; the built-in defaults otherwise).
@@ -124,7 +124,7 @@ class ExportWidget(Container):
     def run(self) -> Any:
         """Start predict → clean-up → export in the background; returns the worker (None on bad input)."""
         from napari_vesuvius.core.errors import VesuviusError
-        from napari_vesuvius.core.submit import iter_submit
+        from napari_vesuvius.core.export.submit import iter_submit
 
         if self.task.running:
             self.message.value = "an export is already running"

@@ -256,7 +256,7 @@ def _stored_clean_up(specs: list[Any]) -> dict[str, Any] | None:
     from the start and the Tune / Proofread docks can begin from it.
     """
     from napari_vesuvius.core.errors import VesuviusError
-    from napari_vesuvius.core.postprocess_choice import checkpoint_choice, common_config
+    from napari_vesuvius.core.postprocess.choice import checkpoint_choice, common_config
 
     try:
         config = common_config([checkpoint_choice(spec.path) for spec in specs])

@@ -31,7 +31,7 @@ from magicgui.widgets import (
 
 from napari_vesuvius.core.metric.score import SCORE_WEIGHTS, ScoreResult
 from napari_vesuvius.core.postprocess import PostprocessConfig
-from napari_vesuvius.core.sweep import SWEEP_PARAMETERS, SweepResult, value_range
+from napari_vesuvius.core.postprocess.sweep import SWEEP_PARAMETERS, SweepResult, value_range
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import layer_array
 from napari_vesuvius.widgets._settings import WidgetSettings
@@ -242,7 +242,7 @@ class ScoreWidget(Container):
     def _dataset_cases(self) -> list[Any]:
         """Sweep cases for every training id with a label and a probability file in the folder."""
         from napari_vesuvius.core.errors import VesuviusError
-        from napari_vesuvius.core.sweep import cases_from_files, volume_files
+        from napari_vesuvius.core.postprocess.sweep import cases_from_files, volume_files
 
         data = self.data_widget()
         dataset = None if data is None else data.dataset
@@ -288,7 +288,7 @@ class ScoreWidget(Container):
 
         try:
             if self.volumes.value == TRAINING_VOLUMES:
-                from napari_vesuvius.core.sweep import iter_score_cases
+                from napari_vesuvius.core.postprocess.sweep import iter_score_cases
 
                 cases, config = self._dataset_cases(), self.base_config()
                 return self._start_sweep(lambda: iter_score_cases(cases, config), "score volumes")
@@ -320,7 +320,7 @@ class ScoreWidget(Container):
     def sweep(self) -> Any:
         """Sweep the chosen parameter over start:stop:step in the background, then plot."""
         from napari_vesuvius.core.errors import VesuviusError
-        from napari_vesuvius.core.sweep import iter_sweep, sweep_configs
+        from napari_vesuvius.core.postprocess.sweep import iter_sweep, sweep_configs
 
         try:
             parameter, values, base = self.parameter.value, self._sweep_values(), self.base_config()

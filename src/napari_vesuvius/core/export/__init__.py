@@ -1,4 +1,11 @@
-"""Validated ``submission.zip`` export (see :mod:`.writer`); Qt-free, usable offline from the core alone."""
+"""Validated ``submission.zip`` export; Qt-free, usable offline from the core alone.
+
+* :mod:`.targets`: which test ids a submission needs and where their masks are;
+* :mod:`.validate`: the submission rules (shape, dtype, values, LZW TIFF) and the mask encoding;
+* :mod:`.writer`: the zip writer (temporary file, re-read check, then rename);
+* :mod:`.submit`: predict → clean up → export for every test volume (``iter_submit`` / ``submit``); not
+  imported here, since it pulls in the inference engine.
+"""
 
 from .targets import mask_files, submission_targets, targets_from_shapes
 from .validate import (

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, open_volume
+
 from ..dataset import TEST_CSV, TEST_IMAGES, ChallengeDataset, is_dataset_folder
 from ..errors import DatasetError
-from ..volume_io import TIFF_SUFFIXES, is_zarr_path, open_volume
 from .validate import SubmissionError, SubmissionTarget
 
 

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_vesuvius.core.volume.io import open_volume
+
 from ..atomic import temp_sibling
 from ..errors import VolumeError
 from ..progress import Progress, run_job, scaled
-from ..volume_io import open_volume
 from .targets import mask_files, submission_targets
 from .validate import (
     SubmissionError,

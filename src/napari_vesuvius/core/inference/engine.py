@@ -121,7 +121,7 @@ def predict_volume(
     ``step=0.25`` change single fields. ``output``: ``None`` for a new numpy array of the settings'
     ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own dtype decides the
     conversion). ``source``: the volume's file, named in errors and warnings (default: the file a
-    ``volume_io`` array was opened from). Returns a :class:`PredictionResult`.
+    ``core.volume`` array was opened from). Returns a :class:`PredictionResult`.
     """
     from . import _device
     from ._runner import ModelRunner
@@ -133,7 +133,7 @@ def predict_volume(
     if min(shape) < 1:
         raise VolumeError(None, f"volume is empty (shape {shape})")
     if source is None:
-        from napari_vesuvius.core.volume_io import source_path
+        from napari_vesuvius.core.volume.io import source_path
 
         source = source_path(volume)
     members, check = prepare_input(volume, as_members(models), source)

@@ -15,7 +15,7 @@ models trained on the challenge's uint8 CT (checkpoints saved before the record 
   (rescale the volume or convert it to uint8/uint16 first);
 * any other dtype (signed or wider integers, bool): refused up front.
 
-Each conversion is announced once per volume with a :class:`~napari_vesuvius.core.volume_base.
+Each conversion is announced once per volume with a :class:`~napari_vesuvius.core.volume.base.
 VolumeWarning` naming the file, the model and the map (the CLI prints it on stderr). The map is folded
 into the normalisation's mean and std (``(a·x + b - mean) / std = (x - (mean - b)/a) / (std/a)``), so
 it costs nothing per voxel.
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
-from napari_vesuvius.core.volume_base import VolumeWarning
+from napari_vesuvius.core.volume.base import VolumeWarning
 
 from .model_api import Normalization, WeightedModel
 

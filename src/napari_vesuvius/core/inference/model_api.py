@@ -91,7 +91,7 @@ class Normalization:
         The statistics are nnU-Net's: over the bounding box of the non-zero voxels, so air around
         the scanned region does not count (see :mod:`.zscore`); NumPy or dask input, bounded memory.
         A volume holding NaN or infinite values has no statistics: VolumeError (naming the file when
-        the volume was opened by ``volume_io``).
+        the volume was opened by ``core.volume``).
         """
         if self.kind != "zscore":
             return self
@@ -130,7 +130,7 @@ def require_finite_statistics(volume: Any, *values: Any) -> None:
     if all(math.isfinite(float(v)) for v in values):
         return
     from napari_vesuvius.core.errors import VolumeError
-    from napari_vesuvius.core.volume_io import source_path
+    from napari_vesuvius.core.volume.io import source_path
 
     raise VolumeError(
         source_path(volume),

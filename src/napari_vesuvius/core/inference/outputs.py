@@ -35,7 +35,7 @@ class PendingOutput:
 
     def publish(self) -> Path:
         """Move the finished store onto the target; returns the target."""
-        from napari_vesuvius.core.volume_write import swap_in
+        from napari_vesuvius.core.volume.write import swap_in
 
         if self.published:
             return self.target
@@ -82,7 +82,7 @@ def create_prediction_output(
     """
     import zarr
 
-    from napari_vesuvius.core.volume_io import cubic_chunks
+    from napari_vesuvius.core.volume.io import cubic_chunks
 
     target = Path(target)
     kwargs = {} if hint is None else {"hint": hint}

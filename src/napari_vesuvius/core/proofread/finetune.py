@@ -170,8 +170,9 @@ def iter_write_training_pair(
 
     ``image`` is the whole volume (lazy is fine: only the box is read); ``labels`` has the box's shape.
     """
+    from napari_vesuvius.core.volume.write import iter_write_volume
+
     from ..errors import VolumeError
-    from ..volume_write import iter_write_volume
 
     folder = Path(folder)
     box = full_box(image.shape) if box is None else box

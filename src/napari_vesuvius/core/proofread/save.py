@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, cubic_chunks, slab_chunks
+
 from ..atomic import remove_path, temp_sibling
 from ..errors import VolumeError
 from ..progress import Progress
-from ..volume_base import TIFF_SUFFIXES, cubic_chunks, slab_chunks
 from .naming import latest_version, next_version_path, split_name
 from .region import Box, box_shape, full_box, is_full
 
@@ -168,8 +169,8 @@ def _stream(
     """Write the base with the crop patched in (or the whole ``data``), slab by slab."""
     import dask.array as da
 
-    from ..volume_io import open_labels
-    from ..volume_write import iter_write_volume
+    from napari_vesuvius.core.volume.io import open_labels
+    from napari_vesuvius.core.volume.write import iter_write_volume
 
     if is_full(box, shape):
         source: Any = data

@@ -28,7 +28,7 @@ import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import BlockGrid, Index3, Region
-from napari_vesuvius.core.volume_base import TIFF_SUFFIXES, require_3d
+from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, require_3d
 
 RECORD_KEY = "vesuvius_scroll"
 RECORD_VERSION = 1
@@ -125,7 +125,7 @@ def open_input(location: str | Path) -> tuple[InputInfo, Any]:
     """Open a zarr / OME-Zarr input (full resolution) without reading voxels."""
     import zarr
 
-    from napari_vesuvius.core.volume_io import _ngff_multiscales
+    from napari_vesuvius.core.volume.io import ngff_multiscales
 
     where = normalize_location(location)
     if not is_url(where) and not Path(where).exists():
@@ -139,7 +139,7 @@ def open_input(location: str | Path) -> tuple[InputInfo, Any]:
     require_complete(node.attrs, where)  # the output of an interrupted run is no input
     path = ""
     if not isinstance(node, zarr.Array):
-        multiscales = _ngff_multiscales(dict(node.attrs))
+        multiscales = ngff_multiscales(dict(node.attrs))
         if multiscales and multiscales[0].get("datasets"):
             path = str(multiscales[0]["datasets"][0]["path"])
         else:

@@ -135,7 +135,7 @@ class ScrollPlugin(WorkerPlugin):
             return state.arrays[location]
 
     def run(self, worker: Any, index: Index3) -> BlockOutcome:
-        from napari_vesuvius.core.volume_io import _GuardedSource
+        from napari_vesuvius.core.volume.io import GuardedSource
 
         job, layout = self.job, self.job.layout
         state = self.state(worker)
@@ -148,7 +148,7 @@ class ScrollPlugin(WorkerPlugin):
             raise VolumeError(job.input_location, f"cannot list the input's chunks ({error})") from error
         if not stored:
             return BlockOutcome(index=index, air=True, rss_mb=_rss_mb(), worker=str(worker.address))
-        volume = _GuardedSource(source, Path(job.input_location))
+        volume = GuardedSource(source, Path(job.input_location))
         block = predict_block(
             volume,
             layout.grid,

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_vesuvius.core.volume.io import open_volume
+
 from ..inference import _device
-from ..volume_io import open_volume
 from . import rundir
 from .config import TrainConfig, TrainConfigError
 from .data import VolumeSource

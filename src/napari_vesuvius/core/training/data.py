@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES
+
 from ..dataset import ChallengeDataset, is_dataset_folder
 from ..dataset_check import format_problems
 from ..errors import DatasetError
 from ..proofread.naming import is_derived_name
-from ..volume_io import TIFF_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The last step of a training run: choose each checkpoint's clean-up on the held-out volumes.
 
 For ``checkpoint_best.pt`` and ``checkpoint_last.pt`` (once when they hold the same weights), the
-validation volumes are predicted with the engine defaults and :func:`~..postprocess_choice.
+validation volumes are predicted with the engine defaults and :func:`~..postprocess.choice.
 iter_choose_postprocess` picks hysteresis ``T_low`` and the closing. The choice is merged into the
 checkpoint's metadata (so ``predict``/``submit``, the Export and Tune docks use it with that model) and
 the best checkpoint's config is written to ``postprocess.json`` in the run folder (loadable with
@@ -15,10 +15,11 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.core.postprocess.choice import METADATA_KEY, PostprocessChoice, iter_choose_for_model
+from napari_vesuvius.core.postprocess.sweep import load_volume_array
+
 from ..inference.checkpoint import read_checkpoint_info, update_checkpoint_metadata
-from ..postprocess_choice import METADATA_KEY, PostprocessChoice, iter_choose_for_model
 from ..progress import Progress, scaled
-from ..sweep import load_volume_array
 from . import rundir
 from .data import VolumeSource
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from napari_vesuvius.core.volume.io import open_labels, open_volume
+
 from ..errors import VolumeError, warn_user
 from ..inference.intensity import VoxelCheck, conversion_for
 from ..inference.model_api import Normalization
 from ..labels import IGNORE, SURFACE
-from ..volume_io import open_labels, open_volume
 from .augment import augment_intensity, mirror_rotate, sample_spatial, source_half_extent, warp_patch
 from .config import AugmentConfig
 from .data import VolumeSource

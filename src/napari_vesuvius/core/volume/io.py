@@ -1,11 +1,11 @@
 """Lazy reading, validation and description of 3D volumes (TIFF, zarr, OME-Zarr).
 
 Qt-free and napari-free. Volumes open as dask arrays without reading pixel data: TIFFs page by page
-(chunks grouping several whole z-slices, see :mod:`.volume_tiff`), zarr arrays and OME-Zarr pyramids
-through zarr. Every read goes through :class:`_GuardedSource`, so a corrupt or truncated file surfaces
+(chunks grouping several whole z-slices, see :mod:`.tiff`), zarr arrays and OME-Zarr pyramids
+through zarr. Every read goes through :class:`GuardedSource`, so a corrupt or truncated file surfaces
 as :class:`~napari_vesuvius.core.errors.VolumeError` naming the file, also at compute time.
-Writing lives in :mod:`.volume_write`; its public names are re-exported here, so
-``from napari_vesuvius.core.volume_io import write_volume`` keeps working.
+Writing lives in :mod:`.write`; its public names are re-exported here, so
+``from napari_vesuvius.core.volume.io import write_volume`` keeps working.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 
-from .errors import VolumeError
-from .labels import VALID_LABEL_VALUES
-from .progress import Progress, run_job
-from .volume_base import (
+from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.labels import VALID_LABEL_VALUES
+from napari_vesuvius.core.progress import Progress, run_job
+from napari_vesuvius.core.volume.base import (
     TIFF_CHUNK_BYTES,
     TIFF_SUFFIXES,
     ZARR_CHUNK_BYTES,
@@ -32,8 +32,13 @@ from .volume_base import (
     require_3d,
     slab_chunks,
 )
-from .volume_tiff import open_tiff_source
-from .volume_write import iter_write_ome_zarr, iter_write_volume, write_ome_zarr, write_volume
+from napari_vesuvius.core.volume.tiff import open_tiff_source
+from napari_vesuvius.core.volume.write import (
+    iter_write_ome_zarr,
+    iter_write_volume,
+    write_ome_zarr,
+    write_volume,
+)
 
 VolumeKind = Literal["tiff", "zarr", "ome-zarr"]
 
@@ -81,7 +86,7 @@ class LazyVolume:
         self.close()
 
 
-class _GuardedSource:
+class GuardedSource:
     """Array-like wrapper whose reads turn any decoding/IO failure into a VolumeError naming the file."""
 
     def __init__(self, source: Any, path: Path) -> None:
@@ -103,7 +108,7 @@ class _GuardedSource:
 
 
 #: dask array name -> its file source, so small samples can bypass dask's whole-chunk reads.
-_SOURCES: weakref.WeakValueDictionary[str, _GuardedSource] = weakref.WeakValueDictionary()
+_SOURCES: weakref.WeakValueDictionary[str, GuardedSource] = weakref.WeakValueDictionary()
 
 
 def source_path(array: Any) -> Path | None:
@@ -111,12 +116,12 @@ def source_path(array: Any) -> Path | None:
     if isinstance(array, da.Array):
         source = _SOURCES.get(array.name)
         return source.path if source is not None else None
-    path = getattr(array, "path", None) if isinstance(array, _GuardedSource) else None
+    path = getattr(array, "path", None) if isinstance(array, GuardedSource) else None
     return path
 
 
 def _as_dask(source: Any, path: Path, chunks: Sequence[int]) -> da.Array:
-    guarded = _GuardedSource(source, path)
+    guarded = GuardedSource(source, path)
     meta = np.empty((0,) * guarded.ndim, dtype=guarded.dtype)
     array = da.from_array(guarded, chunks=tuple(chunks), asarray=False, lock=False, fancy=False, meta=meta)
     _SOURCES[array.name] = guarded
@@ -131,7 +136,7 @@ def _open_tiff(path: Path) -> LazyVolume:
     return LazyVolume(path, [dask_array], "tiff", [tif])
 
 
-def _ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
+def ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
     if "multiscales" in attrs:
         return attrs["multiscales"]
     ome = attrs.get("ome")
@@ -150,13 +155,13 @@ def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
             path, f"not a readable zarr array or group ({type(error).__name__}: {error})"
         ) from error
     if not allow_incomplete:  # an interrupted block-wise output would read as if complete
-        from .scroll.store import require_complete
+        from napari_vesuvius.core.scroll.store import require_complete
 
         require_complete(node.attrs, path)
     if isinstance(node, zarr.Array):
         require_3d(node.shape, path)
         return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr")
-    multiscales = _ngff_multiscales(dict(node.attrs))
+    multiscales = ngff_multiscales(dict(node.attrs))
     if multiscales:
         datasets = multiscales[0].get("datasets", [])
         if not datasets:

@@ -21,10 +21,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .atomic import remove_path, temp_sibling
-from .errors import VolumeError
-from .progress import Progress, run_job
-from .volume_base import TIFF_SUFFIXES, cubic_chunks, require_3d, slab_chunks
+from napari_vesuvius.core.atomic import remove_path, temp_sibling
+from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.progress import Progress, run_job
+from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, cubic_chunks, require_3d, slab_chunks
 
 
 def swap_in(tmp: Path, target: Path) -> None:

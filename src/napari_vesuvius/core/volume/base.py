@@ -1,4 +1,4 @@
-"""Shapes and chunk layouts shared by volume reading (volume_io) and writing (volume_write).
+"""Shapes and chunk layouts shared by volume reading (:mod:`.io`) and writing (:mod:`.write`).
 
 A module of its own so that both sides import it without importing each other.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VesuviusWarning, VolumeError
+from napari_vesuvius.core.errors import VesuviusWarning, VolumeError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Target size of one dask chunk of a page-per-slice TIFF (whole z-slices, as many as fit, at least one).

@@ -32,15 +32,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import VolumeError
-from .labels import IGNORE
-from .metric.score import SCORE_KEYS, ScoreResult, prepare_masks, score_masks
-from .postprocess.components import ComponentFilter
-from .postprocess.config import ConfigError, PostprocessConfig
-from .postprocess.pipeline import as_probability_array, check_scan_mask, iter_pipeline_steps
-from .postprocess.threshold import ProbabilityKeys
-from .progress import Progress, run_job
-from .value_checks import label_problem
+from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.labels import IGNORE
+from napari_vesuvius.core.metric.score import SCORE_KEYS, ScoreResult, prepare_masks, score_masks
+from napari_vesuvius.core.postprocess.components import ComponentFilter
+from napari_vesuvius.core.postprocess.config import ConfigError, PostprocessConfig
+from napari_vesuvius.core.postprocess.pipeline import (
+    as_probability_array,
+    check_scan_mask,
+    iter_pipeline_steps,
+)
+from napari_vesuvius.core.postprocess.threshold import ProbabilityKeys
+from napari_vesuvius.core.progress import Progress, run_job
+from napari_vesuvius.core.value_checks import label_problem
 
 #: Sweepable parameters and their value type, in the order a user interface lists them.
 SWEEP_PARAMETERS: dict[str, type] = {
@@ -383,7 +387,7 @@ def run_sweep(
 # ---------------------------------------------------------------------------------------- files
 def load_volume_array(path: str | Path) -> np.ndarray:
     """Read a whole .tif/.zarr volume into memory (3D checked, errors name the file)."""
-    from .volume_io import open_volume
+    from napari_vesuvius.core.volume.io import open_volume
 
     with open_volume(path) as volume:
         if len(volume.shape) != 3:
@@ -428,8 +432,8 @@ def iter_score_cases(
 
 
 def volume_files(folder: str | Path) -> dict[str, Path]:
-    """``<id> -> path`` of the volumes (.tif/.tiff/.zarr) in a folder, ids by :func:`.volume_io.volume_id`."""
-    from .volume_io import TIFF_SUFFIXES, is_zarr_path, volume_id
+    """``<id> -> path`` of the volumes (.tif/.tiff/.zarr) in a folder (ids by ``core.volume.volume_id``)."""
+    from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, volume_id
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .postprocess.config import ConfigError, PostprocessConfig
-from .progress import Progress, scaled
-from .sweep import SweepCase, iter_sweep
+from napari_vesuvius.core.postprocess.config import ConfigError, PostprocessConfig
+from napari_vesuvius.core.postprocess.sweep import SweepCase, iter_sweep
+from napari_vesuvius.core.progress import Progress, scaled
 
 #: Key of the choice in a checkpoint's ``metadata`` (and of ``InferenceModel.metadata``).
 METADATA_KEY = "postprocess"
@@ -71,7 +71,7 @@ class PostprocessChoice:
             "base_score": float(self.base_score),
             "volumes": list(self.volumes),
             "tried": [dict(row) for row in self.tried],
-            "chosen_by": "validation sweep of T_low x closing (napari_vesuvius.core.postprocess_choice)",
+            "chosen_by": "validation sweep of T_low x closing (napari_vesuvius.core.postprocess.choice)",
         }
 
     @classmethod
@@ -150,8 +150,8 @@ def iter_choose_for_model(
 ) -> Generator[Progress, None, PostprocessChoice]:
     """Job: predict ``(name, ct, label)`` volumes with ``model`` (an ``InferenceModel``, engine defaults),
     then choose the clean-up on them."""
-    from .inference.engine import predict_volume
-    from .postprocess.pipeline import scan_mask_from_ct
+    from napari_vesuvius.core.inference.engine import predict_volume
+    from napari_vesuvius.core.postprocess.pipeline import scan_mask_from_ct
 
     cases = []
     steps = len(volumes) + 1
@@ -178,7 +178,7 @@ def model_choice(model: Any) -> PostprocessChoice | None:
 def checkpoint_choice(path: str | Path) -> PostprocessChoice | None:
     """The choice stored in a checkpoint file, read without building the network (None for an
     nnU-Net folder or a checkpoint without one)."""
-    from .inference.checkpoint import read_checkpoint_info
+    from napari_vesuvius.core.inference.checkpoint import read_checkpoint_info
 
     path = Path(path)
     if not path.is_file():

@@ -11,7 +11,7 @@ first page only (tifffile's JSON shape, ImageJ ``channels``/``slices``/``frames`
 series path, whose shape tifffile reads from the OME-XML): a 4D+ layout (several channels, time
 points, ``(2, 32, 32, 32)``) is refused with a VolumeError naming the file and the real shape, instead
 of being flattened into z. Axes of length 1 that the file declares explicitly (a tifffile shape such
-as ``(1, 64, 32, 32)``) are dropped with a :class:`~.volume_base.VolumeWarning`; the implicit
+as ``(1, 64, 32, 32)``) are dropped with a :class:`~.base.VolumeWarning`; the implicit
 singleton axes of ImageJ and OME metadata are dropped silently, as tifffile does.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VolumeError
-from .volume_base import VolumeWarning, require_3d
+from napari_vesuvius.core.errors import VolumeError
+from napari_vesuvius.core.volume.base import VolumeWarning, require_3d
 
 
 class TiffPageStack:

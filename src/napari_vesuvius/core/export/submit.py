@@ -16,19 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .export import SubmissionTarget, SubmissionWriter, submission_targets
-from .inference.models import ModelSpec, describe_models, load_models
-from .inference.settings import SlidingWindowSettings
-from .postprocess import PostprocessConfig, iter_pipeline, scan_mask_from_ct
-from .postprocess_choice import model_postprocess
-from .progress import Progress, run_job, scaled
-from .volume_io import open_volume
+from napari_vesuvius.core.export import SubmissionTarget, SubmissionWriter, submission_targets
+from napari_vesuvius.core.inference.models import ModelSpec, describe_models, load_models
+from napari_vesuvius.core.inference.settings import SlidingWindowSettings
+from napari_vesuvius.core.postprocess import PostprocessConfig, iter_pipeline, scan_mask_from_ct
+from napari_vesuvius.core.postprocess.choice import model_postprocess
+from napari_vesuvius.core.progress import Progress, run_job, scaled
+from napari_vesuvius.core.volume.io import open_volume
 
 #: Progress units per volume: prediction, post-processing and writing share them in these proportions.
 UNITS = 1000
 PREDICT_UNITS, POSTPROCESS_UNITS = 850, 120
 
-__all__ = ["ModelSpec", "iter_submit", "load_models", "submit"]  # ModelSpec, load_models: inference.models
+__all__ = ["iter_submit", "submit"]
 
 
 def _read_ct(target: SubmissionTarget) -> np.ndarray:
@@ -54,12 +54,12 @@ def iter_submit(
     (:class:`~.inference.settings.SlidingWindowSettings`; keyword ``overrides`` change single fields;
     the probability is always float16 in memory). ``config``: the post-processing
     (default: the clean-up the model chose on its validation volumes when it stored one, see
-    :func:`~.postprocess_choice.model_postprocess`, else the built-in defaults). Returns an
+    :func:`~..postprocess.choice.model_postprocess`, else the built-in defaults). Returns an
     ``ExportSummary`` whose volumes carry per-step timings (``read``, ``predict``, ``postprocess``,
     ``write``) and whose settings say which clean-up was used (``postprocess_source``). Bad ids, images
     or masks raise ``SubmissionError`` before the zip is swapped in; a cancel leaves ``out`` as it was.
     """
-    from .inference.engine import predict_volume
+    from napari_vesuvius.core.inference.engine import predict_volume
 
     window = SlidingWindowSettings.build(settings, **overrides).replace(output_dtype="float16")
     started = time.perf_counter()
