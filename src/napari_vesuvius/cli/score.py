@@ -24,7 +24,7 @@ from napari_vesuvius.core.metric.memory import MEMORY_LIMIT_ENV, parse_bytes
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS, ScoreResult, ScoreSummary, score_volume
 from napari_vesuvius.core.progress import ConsoleProgress, Progress, run_job
 from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, open_volume
-from napari_vesuvius.core.volume.io import volume_id as _volume_id
+from napari_vesuvius.core.volume.io import volume_id as path_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def _volumes_in(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if _is_volume_path(path) and not path.name.startswith("."):
-            found.setdefault(_volume_id(path), path)
+            found.setdefault(path_id(path), path)
     return found
 
 
@@ -84,7 +84,7 @@ def find_pairs(pred: str | Path, label: str | Path) -> list[tuple[str, Path, Pat
             raise VolumeError(
                 label, "expected a label volume (.tif/.tiff/zarr) to go with a prediction volume"
             )
-        return [(_volume_id(pred), pred, label)]
+        return [(path_id(pred), pred, label)]
     if not pred.is_dir():
         raise VolumeError(pred, "not a .tif/.tiff file, zarr array or folder of them")
     if not label.is_dir() or _is_volume_path(label):

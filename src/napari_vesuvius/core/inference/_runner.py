@@ -31,7 +31,7 @@ import torch
 from napari_vesuvius.core.errors import VesuviusError, VolumeError
 from napari_vesuvius.core.progress import Progress
 
-from . import _device
+from . import device as devices
 from ._tiling import gaussian_weights, mirror_combinations, padded_shape, tile_grid
 from .model_api import InferenceModel
 
@@ -126,7 +126,7 @@ class ModelRunner:
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Blend-ready logits ``(B, channels, *patch)``: mean over networks and mirrored variants."""
         total: torch.Tensor | None = None
-        with torch.inference_mode(), _device.autocast(self.device, self.precision):
+        with torch.inference_mode(), devices.autocast(self.device, self.precision):
             for network in self.networks:
                 for axes in self.mirror:
                     x = torch.flip(batch, axes) if axes else batch
@@ -174,9 +174,9 @@ class ModelRunner:
             logits = self._forward_once(tiles)
         except Exception as error:
             self.forward_s += time.perf_counter() - start
-            if not _device.is_out_of_memory(error):
+            if not devices.is_out_of_memory(error):
                 raise
-            _device.empty_cache(self.device)
+            devices.empty_cache(self.device)
             if len(tiles) == 1:
                 raise VesuviusError(
                     f"out of {self.device.type.upper()} memory with one tile of {self.patch} "

@@ -123,7 +123,7 @@ def predict_volume(
     conversion). ``source``: the volume's file, named in errors and warnings (default: the file a
     ``core.volume`` array was opened from). Returns a :class:`PredictionResult`.
     """
-    from . import _device
+    from . import device as devices
     from ._runner import ModelRunner
 
     window = SlidingWindowSettings.build(settings, **overrides)
@@ -137,8 +137,8 @@ def predict_volume(
 
         source = source_path(volume)
     members, check = prepare_input(volume, as_members(models), source)
-    torch_device = _device.resolve_device(window.device)
-    mode = _device.resolve_precision(window.precision, torch_device)
+    torch_device = devices.resolve_device(window.device)
+    mode = devices.resolve_precision(window.precision, torch_device)
     out = _prepare_output(output, shape, window.output_dtype)
     out_dtype = np.dtype(out.dtype)
     total_weight = float(sum(m.weight for m in members))

@@ -75,9 +75,9 @@ def _device_for(requested: str, worker_name: Any) -> Any:
     """The torch device of a worker: ``auto``/``cuda`` spread workers over the visible GPUs."""
     import torch
 
-    from napari_vesuvius.core.inference import _device
+    from napari_vesuvius.core.inference import device as devices
 
-    device = _device.resolve_device(requested)
+    device = devices.resolve_device(requested)
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
         number = worker_name if isinstance(worker_name, int) else sum(str(worker_name).encode())
         device = torch.device("cuda", int(number) % torch.cuda.device_count())
@@ -114,7 +114,7 @@ class ScrollPlugin(WorkerPlugin):
         """This worker's device and open arrays (created on first use)."""
         import torch
 
-        from napari_vesuvius.core.inference import _device
+        from napari_vesuvius.core.inference import device as devices
 
         with self._lock:
             if worker.address not in self._states:
@@ -124,7 +124,7 @@ class ScrollPlugin(WorkerPlugin):
                 for member in self.members:
                     for network in member.model.networks:
                         network.to(device).eval()
-                precision = _device.resolve_precision(self.job.window.precision, device)
+                precision = devices.resolve_precision(self.job.window.precision, device)
                 self._states[worker.address] = _WorkerState(device, precision)
             return self._states[worker.address]
 

@@ -15,7 +15,7 @@ import torch
 
 from napari_vesuvius.core.volume.io import open_volume
 
-from ..inference import _device
+from ..inference import device as devices
 from . import rundir
 from .config import TrainConfig, TrainConfigError
 from .data import VolumeSource
@@ -58,7 +58,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.notes = config, run_dir, []
         try:
-            self.device = _device.resolve_device(config.device)
+            self.device = devices.resolve_device(config.device)
         except ValueError as error:
             raise TrainConfigError(f"device: {error}") from error
         self.precision = _precision(config.amp, self.device)
@@ -172,7 +172,7 @@ class Trainer:
         return min(done, 1.0)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return _device.autocast(self.device, self.precision)
+        return devices.autocast(self.device, self.precision)
 
     # ------------------------------------------------------------------ work
     def make_batch(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:

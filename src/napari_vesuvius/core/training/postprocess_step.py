@@ -69,7 +69,7 @@ def iter_choose_for_run(
 ) -> Generator[Progress, None, dict[str, PostprocessChoice]]:
     """Job: the end-of-run step again for a finished (or cancelled) run folder, from its ``config.json``:
     the same validation volumes, batch size and volume limit; ``device`` None = the run's device."""
-    from ..inference import _device
+    from ..inference import device as devices
     from .config import load_config
     from .data import collect_sources, split_sources
 
@@ -77,7 +77,7 @@ def iter_choose_for_run(
     cfg = load_config(run_dir / rundir.CONFIG_JSON)
     sources = collect_sources(cfg.data, cfg.pairs)
     _, val_sources, _ = split_sources(sources, cfg.val_fraction, cfg.seed, cfg.val_ids)
-    resolved = str(_device.resolve_device(device or cfg.device))
+    resolved = str(devices.resolve_device(device or cfg.device))
     job = iter_choose_run_postprocess(
         run_dir, val_sources, device=resolved, batch_size=cfg.batch_size,
         max_volumes=cfg.score_max_volumes, say=say,
