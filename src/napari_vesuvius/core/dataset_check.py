@@ -33,8 +33,9 @@ import numpy as np
 from napari_vesuvius.core.volume.io import iter_label_counts, open_volume
 
 from .errors import DatasetError, VesuviusError
-from .labels import IGNORE, VALID_LABEL_VALUES
+from .labels import IGNORE
 from .progress import Job, Progress, run_job, scaled
+from .value_checks import label_values_problem
 
 #: Bump when the rules change: cached passes of older rules are checked again.
 CHECK_VERSION = 1
@@ -140,11 +141,9 @@ def _iter_label_values(path: Path) -> Job[str | None]:
     """Job: the problem of a label volume's values (None: fine), chunk by chunk."""
     with open_volume(path) as volume:
         counts = yield from iter_label_counts(volume.data)
-    bad = sorted(value for value in counts if value not in VALID_LABEL_VALUES)
-    if bad:
-        shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
-        voxels = sum(counts[v] for v in bad)
-        return f"{path}: label values must be 0, 1 or 2; found {shown} in {voxels} voxel(s)"
+    problem = label_values_problem(counts)
+    if problem is not None:
+        return f"{path}: {problem}"
     if counts.get(0, 0) + counts.get(1, 0) == 0 and counts.get(IGNORE, 0) > 0:
         return f"{path}: every voxel is ignore (2): nothing to train on"
     return None

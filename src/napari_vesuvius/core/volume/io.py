@@ -24,6 +24,7 @@ import numpy as np
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.labels import VALID_LABEL_VALUES
 from napari_vesuvius.core.progress import Progress, run_job
+from napari_vesuvius.core.value_checks import add_counts, block_counts, label_values_problem
 from napari_vesuvius.core.volume.base import (
     TIFF_CHUNK_BYTES,
     TIFF_SUFFIXES,
@@ -250,23 +251,13 @@ def open_labels(
 
 
 # ------------------------------------------------------------------------------------------- analysis
-def _block_counts(block: np.ndarray) -> dict[int | float, int]:
-    """Value counts of one chunk: bincount for small unsigned ints and bools (fast), unique otherwise."""
-    if block.dtype == np.bool_ or (block.dtype.kind == "u" and block.dtype.itemsize <= 2):
-        counts = np.bincount(block.ravel().view(np.uint8) if block.dtype == np.bool_ else block.ravel())
-        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
-    values, counts = np.unique(block, return_counts=True)
-    return {v.item(): int(c) for v, c in zip(values, counts, strict=True)}
-
-
 def iter_label_counts(array: Any) -> Iterator[Progress]:
     """Job: count voxels per value chunk by chunk (memory: one chunk at a time); returns {value: count}."""
     array = array if isinstance(array, da.Array) else da.from_array(np.asarray(array))
     blocks = array.to_delayed().ravel()
     totals: dict[int | float, int] = {}
     for index, block in enumerate(blocks):
-        for value, count in _block_counts(np.asarray(block.compute(scheduler="threads"))).items():
-            totals[value] = totals.get(value, 0) + count
+        add_counts(totals, block_counts(np.asarray(block.compute(scheduler="threads"))))
         yield Progress(index + 1, len(blocks), "counting values")
     return dict(sorted(totals.items()))
 
@@ -279,11 +270,9 @@ def label_counts(array: Any) -> dict[int | float, int]:
 def validate_label_values(array: Any, path: str | Path | None = None) -> dict[int | float, int]:
     """Raise VolumeError if any value is outside {0, 1, 2}; returns the value counts (chunk-wise)."""
     counts = label_counts(array)
-    bad = sorted(value for value in counts if value not in VALID_LABEL_VALUES)
-    if bad:
-        shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
-        voxels = sum(counts[v] for v in bad)
-        raise VolumeError(path, f"label values must be 0, 1 or 2; found {shown} in {voxels} voxel(s)")
+    problem = label_values_problem(counts)
+    if problem is not None:
+        raise VolumeError(path, problem)
     return counts
 
 
