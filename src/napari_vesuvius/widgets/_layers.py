@@ -15,6 +15,41 @@ if TYPE_CHECKING:
 MODEL_POSTPROCESS = "model_postprocess"
 
 
+#: Layer metadata key of the models that made a probability layer (a list of ``ModelSpec.describe()``
+#: dicts, written by the Inference dock in memory and block-wise). Masks made from it (Tune's Apply,
+#: Proofread's accepted labels) copy it, so Retrain fine-tunes the model that made the prediction.
+MODELS = "models"
+
+#: Default display of each kind of layer, so CT, labels, probabilities and masks read together:
+#: CT grey underneath; labels and masks half transparent; probability transparent where low.
+LABELS_OPACITY = 0.5
+MASK_OPACITY = 0.6
+PREVIEW_OPACITY = 0.7
+
+
+def models_of(layer: Any) -> list[dict[str, Any]]:
+    """The ``ModelSpec.describe()`` dicts of the models behind a layer (empty when unknown)."""
+    stored = (getattr(layer, "metadata", None) or {}).get(MODELS) or []
+    return [dict(entry) for entry in stored if isinstance(entry, dict) and entry.get("path")]
+
+
+def probability_colormap() -> Any:
+    """Orange to yellow, transparent at 0 and opaque at 1: shows over CT and labels without saturating."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=[[1.0, 0.35, 0.0, 0.0], [1.0, 0.6, 0.0, 0.55], [1.0, 0.95, 0.2, 0.9]],
+        controls=[0.0, 0.5, 1.0],
+        name="vesuvius probability",
+    )
+
+
+def probability_style(dtype: Any) -> dict[str, Any]:
+    """``add_image`` keyword arguments of a probability layer (uint8 0–255 or float 0–1)."""
+    limits = (0, 255) if np.dtype(dtype) == np.uint8 else (0.0, 1.0)
+    return {"colormap": probability_colormap(), "contrast_limits": limits, "blending": "translucent"}
+
+
 def model_postprocess_of(layer: Any) -> Any:
     """The ``PostprocessConfig`` the model behind a probability layer chose, or None."""
     from napari_vesuvius.core.postprocess import PostprocessConfig

@@ -1,0 +1,111 @@
+"""Layout pieces every dock uses, so the whole workbench fits a 1280×800 screen.
+
+* :class:`Section`: a titled group of controls that collapses to one header line (advanced options start
+  collapsed; a step's primary controls sit outside any collapsed section).
+* :func:`status_label`: a message line that wraps instead of widening its dock.
+* :func:`primary_button`: the one button that runs a step, styled so the eye finds it.
+* :func:`compact`: tight margins for a container nested in a dock.
+
+Qt is imported lazily (inside functions) like everywhere in ``widgets/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from magicgui.widgets import Container, Label, PushButton
+
+_ARROW = {True: "▾", False: "▸"}
+
+
+class Section(Container):
+    """A collapsible, titled group: a flat header button and a body that hides when collapsed."""
+
+    def __init__(
+        self,
+        title: str,
+        widgets: Sequence[Any],
+        *,
+        expanded: bool = False,
+        labels: bool = True,
+        name: str | None = None,
+        tooltip: str | None = None,
+    ) -> None:
+        self.title = title
+        self.header = PushButton(text=title, tooltip=tooltip)
+        self.body = Container(widgets=list(widgets), labels=labels)
+        super().__init__(
+            widgets=[self.header, self.body],
+            labels=False,
+            name=name or "section_" + "".join(c if c.isalnum() else "_" for c in title.lower()),
+            label="",
+        )
+        compact(self)
+        compact(self.body, indent=8)
+        self.header.native.setFlat(True)
+        self.header.native.setStyleSheet("text-align: left; font-weight: bold; padding: 2px;")
+        self.header.changed.connect(self.toggle)
+        self._expanded = not expanded
+        self.expanded = expanded
+
+    @property
+    def expanded(self) -> bool:
+        """Whether the body is shown."""
+        return self._expanded
+
+    @expanded.setter
+    def expanded(self, value: bool) -> None:
+        self._expanded = bool(value)
+        self.body.visible = self._expanded
+        self.header.text = f"{_ARROW[self._expanded]} {self.title}"
+
+    def toggle(self, *_: Any) -> None:
+        self.expanded = not self.expanded
+
+
+def compact(container: Container, indent: int = 0) -> Container:
+    """Tight margins and spacing for a container nested in a dock (``indent``: left margin in px)."""
+    container.margins = (indent, 0, 0, 0)
+    layout = container.native.layout()
+    if layout is not None:
+        layout.setSpacing(2)
+    return container
+
+
+def row(*widgets: Any, name: str | None = None) -> Container:
+    """Widgets side by side without labels (button rows)."""
+    container = Container(widgets=list(widgets), layout="horizontal", labels=False, label="")
+    if name:
+        container.name = name
+    return compact(container)
+
+
+def status_label(value: str = "", name: str | None = None) -> Label:
+    """A message line that wraps long text and never widens its dock (errors name long paths)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value=value, label="")
+    if name:
+        label.name = name
+    label.native.setWordWrap(True)
+    policy = label.native.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    label.native.setSizePolicy(policy)
+    label.native.setTextInteractionFlags(label.native.textInteractionFlags() | _selectable())
+    return label
+
+
+def _selectable() -> Any:
+    from qtpy.QtCore import Qt
+
+    return Qt.TextInteractionFlag.TextSelectableByMouse
+
+
+def primary_button(text: str, tooltip: str | None = None, name: str | None = None) -> PushButton:
+    """The button that runs a step: bold, so it is found at a glance among the options."""
+    button = PushButton(text=text, tooltip=tooltip)
+    if name:
+        button.name = name
+    button.native.setStyleSheet("font-weight: bold;")
+    return button
