@@ -1,0 +1,41 @@
+"""The plugin's preferences (napari Preferences dialog, manifest ``configurations``), read in one place.
+
+Widgets take their *defaults* from :func:`preference`; a value the user changes in a dock is that dock's
+own setting (``_settings.py``). With persistence off (tests: ``NAPARI_VESUVIUS_NO_SETTINGS``) or when
+napari's plugin settings cannot be read, the built-in defaults below apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_vesuvius.widgets._settings import persistence_enabled
+
+PLUGIN = "napari-vesuvius"
+
+#: preference → (manifest configuration section, built-in default)
+PREFERENCES: dict[str, tuple[str, Any]] = {
+    "device": ("inference", "auto"),
+    "precision": ("inference", "auto"),
+    "autosave_minutes": ("proofreading", 3.0),
+    "runs_folder": ("training", ""),
+}
+
+
+def default(key: str) -> Any:
+    """The built-in default of preference ``key``."""
+    return PREFERENCES[key][1]
+
+
+def preference(key: str) -> Any:
+    """The user's value of preference ``key`` (napari Preferences › napari-vesuvius), else its default."""
+    section, fallback = PREFERENCES[key]
+    if not persistence_enabled():
+        return fallback
+    try:
+        from napari.settings import get_plugin_settings
+
+        value = getattr(getattr(get_plugin_settings(PLUGIN), section), key)
+    except Exception:  # napari without plugin settings, or none declared: the built-in default
+        return fallback
+    return fallback if value is None else value
