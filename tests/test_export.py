@@ -237,3 +237,104 @@ def test_writer_contribution_saves_only_binary_masks(tmp_path):
     with pytest.raises(VolumeError, match=r"bad\.tif: mask dtype is float64"):
         write_submission_tif(str(tmp_path / "bad.tif"), mask * 1.0, {})
     assert not (tmp_path / "bad.tif").exists() and _leftovers(tmp_path) == []
+
+
+# -- the folder really is a test set ------------------------------------------------------------------
+
+
+def _ct(shape=(6, 10, 12), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+
+
+def _folder(tmp_path: Path, name: str, files: dict[str, np.ndarray]) -> Path:
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    for file_name, array in files.items():
+        write_volume_tif(folder / file_name, array)
+    return folder
+
+
+def _not_a_test_set(tmp_path: Path, dataset: Path, kind: str) -> tuple[Path, str]:
+    """A folder that is no test set, and the words its refusal must hold."""
+    rng = np.random.default_rng(3)
+    if kind == "outputs by name":
+        folder = _folder(tmp_path, "predictions", {"frag160_prob.tif": _ct(), "frag161_mask.tif": _ct()})
+        return folder, "holds files that are not test CT images (frag160_prob.tif, frag161_mask.tif"
+    if kind == "probability maps":
+        folder = _folder(tmp_path, "out", {"7.tif": rng.random((6, 10, 12)).astype(np.float32)})
+        return folder / "7.tif", "holds float32 values (a probability map?), not a test CT scan"
+    if kind == "masks":
+        folder = _folder(tmp_path, "out", {"7.tif": (rng.random((6, 10, 12)) > 0.7).astype(np.uint8)})
+        return folder / "7.tif", "only the values 0, 1, 2: a label or mask volume"
+    if kind == "train_labels":
+        labels = _folder(dataset, "train_labels", {"5.tif": _ct()})
+        return labels, f"is the train_labels/ folder of the dataset {dataset}, not a test set"
+    if kind == "empty":
+        folder = tmp_path / "empty"
+        folder.mkdir()
+        return folder, "no test images found: nothing to submit"
+    assert kind == "dataset without tests"
+    root = tmp_path / "train_only"
+    _folder(root, "train_images", {"5.tif": _ct()})
+    return root, "no test ids"
+
+
+NOT_TEST_SETS = [
+    "outputs by name",
+    "probability maps",
+    "masks",
+    "train_labels",
+    "empty",
+    "dataset without tests",
+]
+
+
+@pytest.mark.parametrize("kind", NOT_TEST_SETS)
+def test_a_folder_that_is_no_test_set_is_refused_naming_it(dataset, tmp_path, kind):
+    folder, words = _not_a_test_set(tmp_path, dataset, kind)
+    with pytest.raises(SubmissionError) as raised:
+        submission_targets(folder.parent if folder.is_file() else folder)
+    message = str(raised.value)
+    assert message.startswith(str(folder)) and words in message
+    assert "expected a challenge dataset folder (test.csv + test_images/)" in message
+
+
+@pytest.mark.parametrize("command", ["export", "submit"])
+@pytest.mark.parametrize("kind", ["outputs by name", "train_labels"])
+def test_cli_refuses_a_folder_that_is_no_test_set_and_keeps_the_zip(
+    dataset, masks, tmp_path, capsys, command, kind
+):
+    folder, words = _not_a_test_set(tmp_path, dataset, kind)
+    out = tmp_path / "submission.zip"
+    before = _earlier_zip(out)
+    if command == "export":
+        mask_folder = _folder(tmp_path, "masks", {f"{vid}.tif": mask for vid, mask in masks.items()})
+        argv = ["export", "--masks", str(mask_folder)]
+    else:
+        model = tmp_path / "model.pt"
+        model.write_bytes(b"never loaded: the data folder is refused first")
+        argv = ["submit", "--model", str(model)]
+    argv += ["--data", str(folder), "--out", str(out), "--overwrite", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"error: {folder}" in err and words in err
+    assert out.read_bytes() == before
+
+
+def test_submission_ids_and_the_question_before_replacing(dataset, masks, tmp_path):
+    from napari_vesuvius.core.export import replace_question, submission_ids
+
+    out = tmp_path / "submission.zip"
+    export_submission(masks, out, dataset)
+    assert submission_ids(out) == set(SHAPES)
+    assert replace_question(out, submission_ids(out), ["7", "33", "101"]) is None  # same ids: no question
+    question = replace_question(out, submission_ids(out), ["7", "33", "1001", "1002"])
+    assert f"{out} holds 3 id(s), this run writes 4" in question
+    assert "1 id(s) it holds are not in this test set (101)" in question
+    assert "2 test id(s) are not in it (1001, 1002)" in question
+    assert question.endswith("Replace submission.zip with the new submission?")
+    _earlier_zip(out)  # holds old.tif
+    assert submission_ids(out) == {"old"}
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    assert submission_ids(tmp_path / "broken.zip") is None
+    assert "is not a readable zip" in replace_question(tmp_path / "broken.zip", None, ["7"])

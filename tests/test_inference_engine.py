@@ -133,6 +133,27 @@ def test_zarr_output_fills_progressively_and_is_marked_complete(tmp_path) -> Non
     assert np.abs(out[:].astype(np.float32) - reference).max() < 1e-3
 
 
+def test_preview_shows_the_row_in_progress_and_leaves_the_result_unchanged() -> None:
+    volume = scan_volume((32, 32, 32), seed=9)
+    volume[:, :, :6] = 0  # some air: a preview is 0 there too
+    model = tiny_model(16)
+    out = np.zeros(volume.shape, np.float32)
+    job = predict_volume(volume, model, **FP32, batch_size=1, output=out, preview_s=0.0)
+    first_row_shown = False
+    try:
+        while True:
+            report = next(job)
+            # the first row of tiles (z < 16) is still being blended: only its preview is in the output
+            if 0 < report.done < 9 and np.any(out[:8]):
+                first_row_shown = True
+                assert not np.any(out[:, :, :6])
+    except StopIteration as stop:
+        result = stop.value
+    assert first_row_shown
+    assert result.probability is out
+    np.testing.assert_array_equal(out, predict(volume, model, **FP32, batch_size=1).probability)
+
+
 class TileCount:
     """A thread-safe tile counter shared by every copy of the network (the CPU engine runs a copy)."""
 

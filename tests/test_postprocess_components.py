@@ -148,3 +148,43 @@ def test_component_filter_returns_new_masks() -> None:
     kept[...] = False  # the caller owns its mask
     assert components.filter(0, 0).sum() == 37 and components.filter(3, 0).sum() == 35
     assert components.keep_table(0, 5) is None  # nothing to drop: no lookup at all
+
+
+def test_labelling_without_gil_gives_the_same_masks_and_labels(monkeypatch) -> None:
+    """Slab-by-slab labelling (releases the GIL between slabs, for GUI workers) equals one cc3d call:
+    labels, masks, sizes, keep-k ties, 2D holes; 26-, 18- and 6-connected."""
+    import threading
+
+    from napari_vesuvius.core.postprocess import (
+        PostprocessConfig,
+        components,
+        fill_holes_2d,
+        label_components,
+        labelling_without_gil,
+        run_pipeline,
+    )
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((24, 30, 28)) < 0.3
+    monkeypatch.setattr(components, "SLAB_VOXELS", 3 * 30 * 28)  # slabs of 3 planes
+    for connectivity in (26, 18, 6):
+        labels, count = components._cc3d(mask, connectivity)
+        with labelling_without_gil():
+            slab_labels, slab_count = components._label(mask, connectivity)
+        assert slab_count == count and count > 1
+        np.testing.assert_array_equal(slab_labels, labels)
+    prob = rng.random((24, 30, 28)).astype(np.float32)
+    config = PostprocessConfig(dust_size=4, keep_largest=5, fill_cavities=True, fill_holes=True)
+    expected = (label_components(mask), run_pipeline(prob, config), fill_holes_2d(mask, 1))
+    with labelling_without_gil():
+        got = (label_components(mask), run_pipeline(prob, config), fill_holes_2d(mask, 1))
+        other_thread: list[bool] = []  # the switch is per thread
+        thread = threading.Thread(target=lambda: other_thread.append(components._THREAD.__dict__ == {}))
+        thread.start()
+        thread.join()
+    np.testing.assert_array_equal(got[0][0], expected[0][0])
+    np.testing.assert_array_equal(got[0][1], expected[0][1])
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+    assert other_thread == [True]
+    assert not components._THREAD.without_gil

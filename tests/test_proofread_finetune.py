@@ -95,9 +95,10 @@ def test_finetune_cli_trains_and_compares_old_and_new(dataset: Path, tmp_path: P
     stored = load_config(run_dir / rundir.CONFIG_JSON)
     assert Path(stored.pairs[0][1]).name == "0.v001.tif" and len(stored.pairs) == 3
     assert stored.init.endswith("m.pt") and stored.lr == 1e-3
-    (row,) = summary["compare"]
-    assert row["id"] == "0" and all(0.0 <= row[k]["score"] <= 1.0 for k in ("old", "new"))
-    assert "old" in captured.err and "-> new" in captured.err
+    (row,) = summary["compare"]  # the run's held-out validation volume, never the corrected "0"
+    assert row["id"] == stored.val_ids[0] and row["why"] == "a validation volume of the run"
+    assert all(0.0 <= row[k]["score"] <= 1.0 for k in ("old", "new"))
+    assert "-> new" in captured.err and "held-out score: old" in captured.err
 
 
 def test_finetune_cli_names_bad_input(dataset: Path, tmp_path: Path, capsys) -> None:
@@ -108,3 +109,69 @@ def test_finetune_cli_names_bad_input(dataset: Path, tmp_path: Path, capsys) -> 
     assert main([*common, "--pair", "missing.tif", "missing_labels.tif"]) == 1
     assert "missing.tif: file not found" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_held_out_volumes_are_never_ones_the_fine_tuning_trained_on(dataset: Path, tmp_path: Path) -> None:
+    from napari_vesuvius.core.proofread.compare import held_out_volumes
+
+    model = dataset.parent / "m.pt"
+    image, version = dataset / "train_images" / "0.tif", dataset / "train_labels" / "0.v001.tif"
+    alone = finetune_config(model, [(image, version)], epochs=1, iterations_per_epoch=1)
+    found = held_out_volumes(alone)  # the dataset's other labelled volumes, with their real labels
+    assert [(v.id, v.label.name) for v in found] == [("1", "1.tif"), ("2", "2.tif")]
+    assert all("not trained on" in v.why for v in found)
+    held = finetune_config(model, [(image, version)], data=[dataset], val_fraction=0.5, epochs=1,
+                           iterations_per_epoch=1)  # fmt: skip
+    (val,) = held.val_ids
+    assert [(v.id, v.why) for v in held_out_volumes(held)] == [(val, "a validation volume of the run")]
+    everything = finetune_config(model, [(image, version)], data=[dataset], val_fraction=0.0, epochs=1,
+                                 iterations_per_epoch=1)  # fmt: skip
+    assert held_out_volumes(everything) == []  # all trained on: nothing fair to score on
+    single = tmp_path / "single"
+    single.mkdir()
+    fragment = make_fragment(SHAPE, seed=9)
+    write_volume(single / "ct.tif", fragment.image)
+    write_volume(single / "ct_labels.tif", fragment.labels)
+    lonely = finetune_config(model, [(single / "ct.tif", single / "ct_labels.tif")], epochs=1,
+                             iterations_per_epoch=1)  # fmt: skip
+    assert held_out_volumes(lonely) == []
+
+
+def test_fair_comparison_scores_both_models_on_held_out_labels_or_says_none(dataset: Path) -> None:
+    from napari_vesuvius.core.progress import run_job
+    from napari_vesuvius.core.proofread.compare import NO_FAIR_COMPARISON, held_out_volumes, iter_fair_compare
+
+    model = dataset.parent / "m.pt"
+    image, version = dataset / "train_images" / "0.tif", dataset / "train_labels" / "0.v001.tif"
+    config = finetune_config(model, [(image, version)], epochs=1, iterations_per_epoch=1)
+    volumes = held_out_volumes(config, max_volumes=1)
+    comparison = run_job(iter_fair_compare(model, model, volumes, device="cpu", max_edge=24))
+    assert comparison.fair and [v.id for v in comparison.volumes] == ["1"]
+    old, new = comparison.mean("old")["score"], comparison.mean("new")["score"]
+    assert 0.0 <= old <= 1.0 and new == pytest.approx(old)  # the same model twice: the same score
+    assert comparison.verdict().startswith(f"held-out score: old {old:.4f} → fine-tuned {new:.4f} (a tie")
+    assert "1 (not trained on" in comparison.note and "central 24³ crop" in comparison.note
+    none = run_job(iter_fair_compare(model, model, [], device="cpu"))
+    assert (
+        not none.fair and none.verdict() == NO_FAIR_COMPARISON and "no fair comparison" in NO_FAIR_COMPARISON
+    )
+
+
+def test_the_model_to_fine_tune_is_the_one_that_made_the_prediction(tmp_path: Path) -> None:
+    from napari_vesuvius.core.proofread.finetune import model_to_finetune
+
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    first.touch()
+    second.touch()
+    path, why = model_to_finetune([{"path": str(first), "weight": 1.0}], "0 probability")
+    assert path == first and why == "fine-tunes first.pt, the model that made '0 probability'"
+    ensemble = [{"path": str(first), "weight": 1.0}, {"path": str(second), "weight": 2.0}]
+    path, why = model_to_finetune(ensemble, "0 probability")
+    assert path == second and "highest-weighted of its 2 ensemble models" in why
+    path, why = model_to_finetune([], "0 probability")
+    assert (
+        path is None
+        and why == "'0 probability' does not say which model made it: choose the model to fine-tune"
+    )
+    path, why = model_to_finetune([{"path": str(tmp_path / "gone.pt")}], "p")
+    assert path is None and "is not found: choose the model to fine-tune" in why

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,12 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.progress import run_job
 from napari_vesuvius.core.proofread import save as save_module
 from napari_vesuvius.core.proofread.accept import iter_accept
-from napari_vesuvius.core.proofread.autosave import read_autosave, write_autosave
+from napari_vesuvius.core.proofread.autosave import (
+    discard_autosave,
+    next_generation,
+    read_autosave,
+    write_autosave,
+)
 from napari_vesuvius.core.proofread.naming import (
     autosave_path,
     family_stem,
@@ -269,3 +276,92 @@ def test_bad_saves_name_the_file_and_the_problem(tmp_path: Path, labels: np.ndar
     (tmp_path / "x.tif").write_bytes(b"not an autosave")
     with pytest.raises(VolumeError, match=r"x\.tif"):
         read_autosave(tmp_path / "x.tif")
+
+
+class _SlowEncoder:
+    """Stands in for the autosave encoder: the write of ``generation`` waits for ``release``."""
+
+    def __init__(self, monkeypatch, generation: int) -> None:
+        from napari_vesuvius.core.proofread import autosave as autosave_module
+
+        self.generation, self.encode = generation, autosave_module._encode
+        self.blocked, self.release = threading.Event(), threading.Event()
+        monkeypatch.setattr(autosave_module, "_encode", self)
+
+    def __call__(self, pages: np.ndarray, meta: dict) -> bytes:
+        if meta["generation"] == self.generation:
+            self.blocked.set()
+            assert self.release.wait(60)
+        return self.encode(pages, meta)
+
+
+def _in_thread(function, *args, **kwargs) -> tuple[threading.Thread, list]:
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(function(*args, **kwargs)))
+    thread.start()
+    return thread, result
+
+
+def test_a_slow_older_autosave_never_replaces_a_newer_one(tmp_path: Path, monkeypatch) -> None:
+    original = tmp_path / "3.tif"
+    old, new = np.zeros(SHAPE, np.uint8), np.ones(SHAPE, np.uint8)
+    older, newer = next_generation(), next_generation()
+    slow = _SlowEncoder(monkeypatch, older)
+    thread, result = _in_thread(write_autosave, original, old, generation=older)
+    assert slow.blocked.wait(30)  # the older write is busy encoding ...
+    assert write_autosave(original, new, generation=newer) == autosave_path(original)  # ... the newer lands
+    slow.release.set()
+    thread.join(30)
+    assert result == [None]  # the older one is skipped, not renamed over the newer
+    saved = read_autosave(autosave_path(original))
+    np.testing.assert_array_equal(saved.data, new)
+    assert saved.generation == newer
+    assert write_autosave(original, old, generation=older) is None  # an older snapshot arriving late
+    np.testing.assert_array_equal(read_autosave(autosave_path(original)).data, new)
+
+
+def test_an_older_autosave_yields_to_a_newer_one_still_being_written(tmp_path: Path, monkeypatch) -> None:
+    original = tmp_path / "4.tif"
+    older, newer = next_generation(), next_generation()
+    slow = _SlowEncoder(monkeypatch, newer)
+    thread, result = _in_thread(write_autosave, original, np.ones(SHAPE, np.uint8), generation=newer)
+    assert slow.blocked.wait(30)
+    assert write_autosave(original, np.zeros(SHAPE, np.uint8), generation=older) is None
+    assert not autosave_path(original).exists()
+    slow.release.set()
+    thread.join(30)
+    assert result == [autosave_path(original)]
+    assert read_autosave(autosave_path(original)).data.all()
+
+
+def test_autosave_order_holds_across_processes_but_not_against_a_clock_set_back(tmp_path: Path) -> None:
+    from napari_vesuvius.core.proofread import autosave as autosave_module
+
+    original = tmp_path / "5.tif"
+    older, newer = next_generation(), next_generation()
+    write_autosave(original, np.ones(SHAPE, np.uint8), generation=newer)
+    autosave_module._ledgers.clear()  # another process: only the file on disk tells what is newer
+    assert write_autosave(original, np.zeros(SHAPE, np.uint8), generation=older) is None
+    future = time.time_ns() + 24 * 3600 * 10**9  # written while the clock was a day ahead
+    write_autosave(original, np.ones(SHAPE, np.uint8), generation=future)
+    autosave_module._ledgers.clear()
+    assert write_autosave(original, np.zeros(SHAPE, np.uint8)) == autosave_path(original)
+    assert not read_autosave(autosave_path(original)).data.any()
+
+
+def test_discarding_after_a_version_save_keeps_newer_work_and_stops_older_writes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    original = tmp_path / "6.tif"
+    in_flight, saved_snapshot = next_generation(), next_generation()
+    slow = _SlowEncoder(monkeypatch, in_flight)
+    thread, result = _in_thread(write_autosave, original, np.ones(SHAPE, np.uint8), generation=in_flight)
+    assert slow.blocked.wait(30)
+    assert discard_autosave(original, upto=saved_snapshot)  # the version holds everything up to here
+    slow.release.set()
+    thread.join(30)
+    assert result == [None] and not autosave_path(original).exists()  # not brought back
+    newer = next_generation()
+    write_autosave(original, np.ones(SHAPE, np.uint8), generation=newer)
+    assert not discard_autosave(original, upto=saved_snapshot)  # edits after the version: kept
+    assert read_autosave(autosave_path(original)).generation == newer

@@ -56,7 +56,9 @@ def test_run_has_exact_counts_and_a_best_checkpoint_the_engine_loads(dataset: Pa
     records = read_metrics(run_dir)
     assert [r["event"] for r in records if r["event"] != "progress"] == [
         "started",
+        "validating",  # said before each epoch's validation, so a follower shows it
         "epoch_end",
+        "validating",
         "epoch_end",
         "postprocess",  # choosing the clean-up on the held-out volume ...
         "postprocess",  # ... for checkpoint_best and checkpoint_last

@@ -1,4 +1,5 @@
-"""Viewer tests for the Data widget: open a dataset folder, browse ids, label colours and counts."""
+"""Viewer tests for the Data step: open a dataset folder in the background, browse ids with the layers
+updated in place, label colours and counts, and errors that keep what was open."""
 
 from __future__ import annotations
 
@@ -25,17 +26,39 @@ def _widget(make_napari_viewer):
     return viewer, widget
 
 
-def test_open_dataset_shows_image_and_labels_with_fixed_colours(make_napari_viewer, dataset_folder):
+def _wait(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+
+
+def _open(qtbot, widget, path) -> None:
+    widget.open_path(path)
+    _wait(qtbot, widget)
+
+
+def _layer(viewer, kind: str):
+    return next(layer for layer in viewer.layers if type(layer).__name__ == kind)
+
+
+def test_open_dataset_runs_in_background_and_shows_image_and_labels(
+    make_napari_viewer, dataset_folder, qtbot
+):
+    from napari_vesuvius.widgets._layers import LABELS_OPACITY
+
     viewer, widget = _widget(make_napari_viewer)
     widget.path.value = dataset_folder
     widget.open_path(dataset_folder)
+    assert widget.task.running  # the csvs and the first volume are read on the worker thread
+    assert len(viewer.layers) == 0 and list(widget.volume_id.choices) == []
+    _wait(qtbot, widget)
 
     ids = list(widget.volume_id.choices)
-    assert len(ids) == 3
-    assert widget.volume_id.value == ids[0]
-    layer_types = sorted(type(layer).__name__ for layer in viewer.layers)
-    assert layer_types == ["Image", "Labels"]
-    labels = next(layer for layer in viewer.layers if type(layer).__name__ == "Labels")
+    assert len(ids) == 3 and widget.volume_id.value == ids[0]
+    assert "2 train, 1 test" in widget.message.value
+    assert sorted(type(layer).__name__ for layer in viewer.layers) == ["Image", "Labels"]
+    image, labels = _layer(viewer, "Image"), _layer(viewer, "Labels")
+    assert viewer.layers.index(image) < viewer.layers.index(labels)  # labels drawn over the CT
+    assert image.colormap.name == "gray" and tuple(image.contrast_limits) == (0.0, 255.0)
+    assert labels.opacity == pytest.approx(LABELS_OPACITY)
     assert "label" in labels.name and ids[0] in labels.name
     np.testing.assert_allclose(labels.colormap.map(SURFACE), LABEL_COLORS[SURFACE], atol=1e-6)
     np.testing.assert_allclose(labels.colormap.map(IGNORE), LABEL_COLORS[IGNORE], atol=1e-6)
@@ -43,26 +66,70 @@ def test_open_dataset_shows_image_and_labels_with_fixed_colours(make_napari_view
     assert "shape (32, 40, 40)" in widget.info.value
 
 
-@pytest.mark.slow
-def test_browse_next_previous_and_test_ids_have_no_labels(make_napari_viewer, dataset_folder):
+def test_next_previous_update_the_same_layers_in_place(make_napari_viewer, dataset_folder, qtbot):
+    import tifffile
+
     viewer, widget = _widget(make_napari_viewer)
-    widget.open_path(dataset_folder)
+    _open(qtbot, widget, dataset_folder)
     ids = list(widget.volume_id.choices)
+    train, test_id = ids[:2], str(widget.dataset.test_ids[0])
+    image, labels = _layer(viewer, "Image"), _layer(viewer, "Labels")
+    labels.opacity = 0.3  # a display choice of the user survives browsing
+
     widget.step(+1)
-    assert widget.volume_id.value == ids[1]
-    assert any(ids[1] in layer.name for layer in viewer.layers)
-    assert not any(ids[0] in layer.name for layer in viewer.layers)  # previous volume's layers replaced
-    widget.step(-2)  # wraps around to the last id
-    assert widget.volume_id.value == ids[-1]
-    test_id = str(widget.dataset.test_ids[0])
-    widget.volume_id.value = test_id
-    assert [type(layer).__name__ for layer in viewer.layers] == ["Image"]
+    _wait(qtbot, widget)
+    assert widget.volume_id.value == train[1]
+    assert list(viewer.layers) == [image, labels]  # the same layer objects
+    assert image.name == train[1] and labels.name.startswith(f"{train[1]} labels")
+    assert image.metadata["vesuvius_id"] == train[1]
+    expected = tifffile.imread(widget.dataset.image_path(train[1]))
+    np.testing.assert_array_equal(np.asarray(image.data[5]), expected[5])
+    np.testing.assert_array_equal(
+        np.asarray(labels.data[5]), tifffile.imread(widget.dataset.label_path(train[1]))[5]
+    )
+    assert labels.opacity == pytest.approx(0.3)
+    assert train[1] in widget.message.value and "train" in widget.message.value
+
+    widget.volume_id.value = test_id  # a test id has no labels: the label layer is hidden and emptied
+    _wait(qtbot, widget)
+    assert list(viewer.layers) == [image, labels] and image.name == test_id
+    assert not labels.visible and "no labels" in labels.name
+    assert widget.slots.label_layers() == [] and "labels" not in widget.info.value
+    assert "test" in widget.message.value
+
+    widget.step(-1)  # back to a training id: the same label layer shows again
+    _wait(qtbot, widget)
+    assert widget.volume_id.value == train[1]
+    assert list(viewer.layers) == [image, labels] and labels.visible
+    assert labels.name.startswith(f"{train[1]} labels")
 
 
-def test_toggle_ignore_hides_label_two_only(make_napari_viewer, dataset_folder):
+def test_rapid_clicks_show_the_latest_id_only(make_napari_viewer, dataset_folder, qtbot):
     viewer, widget = _widget(make_napari_viewer)
-    widget.open_path(dataset_folder)
-    labels = next(layer for layer in viewer.layers if type(layer).__name__ == "Labels")
+    _open(qtbot, widget, dataset_folder)
+    ids = list(widget.volume_id.choices)
+    started: list[str] = []
+    original = widget.task.start
+
+    def start(job, *, description, **callbacks):
+        started.append(description)
+        return original(job, description=description, **callbacks)
+
+    widget.task.start = start
+    for _ in range(4):  # next, next, next, next: wraps to ids[1]
+        widget.step(+1)
+    _wait(qtbot, widget)
+    assert widget.volume_id.value == ids[4 % len(ids)]
+    assert len(started) <= 2  # the first click's load, then only the latest; stale ones never start
+    image = _layer(viewer, "Image")
+    assert image.name == ids[4 % len(ids)] and image.metadata["vesuvius_id"] == ids[4 % len(ids)]
+    assert len(viewer.layers) == 2
+
+
+def test_toggle_ignore_hides_label_two_only(make_napari_viewer, dataset_folder, qtbot):
+    viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, dataset_folder)
+    labels = _layer(viewer, "Labels")
     widget.toggle_ignore()
     assert labels.colormap.map(IGNORE)[3] == 0
     assert labels.colormap.map(SURFACE)[3] == 1
@@ -73,20 +140,105 @@ def test_toggle_ignore_hides_label_two_only(make_napari_viewer, dataset_folder):
 def test_count_label_values_runs_in_background(make_napari_viewer, dataset_folder, qtbot):
     import tifffile
 
+    from napari_vesuvius.widgets._format import count
+
     _, widget = _widget(make_napari_viewer)
-    widget.open_path(dataset_folder)
+    _open(qtbot, widget, dataset_folder)
     widget.count_label_values()
-    qtbot.waitUntil(lambda: not widget.task.running, timeout=20000)
+    assert widget.task.running
+    _wait(qtbot, widget)
     label = tifffile.imread(widget.dataset.label_path(widget.volume_id.value))
     values, counts = np.unique(label, return_counts=True)
-    for value, count in zip(values, counts, strict=True):
-        assert f"{value}: {count} " in widget.info.value
+    assert counts.max() >= 1000  # so the thousands separator is exercised
+    for value, n in zip(values, counts, strict=True):
+        assert f"{value}: {count(n)} " in widget.counts.value
+    assert "e+" not in widget.counts.value
+    widget.step(+1)  # the counts belong to the volume shown: cleared when another one shows
+    _wait(qtbot, widget)
+    assert widget.counts.value == ""
 
 
-def test_bad_path_reports_clear_error(make_napari_viewer, tmp_path):
+def test_failed_open_keeps_the_dataset_and_its_ids(make_napari_viewer, dataset_folder, qtbot, tmp_path):
     viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, dataset_folder)
+    ids, layers = list(widget.volume_id.choices), list(viewer.layers)
     bogus = tmp_path / "not_a_volume.txt"
     bogus.write_text("hello")
+
+    _open(qtbot, widget, bogus)
+    assert "not_a_volume.txt" in widget.message.value and "expected" in widget.message.value
+    assert list(widget.volume_id.choices) == ids and widget.dataset is not None
+    assert list(viewer.layers) == layers
+
+    widget.step(+1)  # browsing still works after the failed open
+    _wait(qtbot, widget)
+    assert widget.volume_id.value == ids[1] and _layer(viewer, "Image").name == ids[1]
+
     widget.open_path(bogus)
-    assert "not_a_volume.txt" in widget.message.value
+    widget.volume_id.value = ids[2]  # chosen while the (failing) open runs: shown once it failed
+    _wait(qtbot, widget)
+    assert _layer(viewer, "Image").name == ids[2] and list(widget.volume_id.choices) == ids
+
+
+def test_missing_path_says_it_does_not_exist(make_napari_viewer, tmp_path, qtbot):
+    viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, tmp_path / "nowhere" / "dataset")
+    assert "nowhere" in widget.message.value and "does not exist" in widget.message.value
     assert len(viewer.layers) == 0
+
+
+def test_unrelated_folder_says_what_is_expected(make_napari_viewer, tmp_path, qtbot):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, folder)
+    assert "photos" in widget.message.value and "challenge dataset folder" in widget.message.value
+    assert len(viewer.layers) == 0
+
+
+def test_opening_a_single_volume_replaces_the_dataset(make_napari_viewer, dataset_folder, qtbot):
+    viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, dataset_folder)
+    image = _layer(viewer, "Image")
+    volume = widget.dataset.image_path(widget.dataset.test_ids[0])
+
+    _open(qtbot, widget, volume)
+    assert widget.dataset is None and list(widget.volume_id.choices) == []
+    assert list(viewer.layers) == [image] and image.name == volume.stem  # updated in place
+    assert widget.slots.label_layers() == []
+
+
+def test_primary_controls_and_long_messages_keep_the_dock_narrow(make_napari_viewer, tmp_path, qtbot):
+    _, widget = _widget(make_napari_viewer)
+    controls = widget.primary_controls()
+    assert widget.open_button in controls and widget.next_button in controls and widget.task in controls
+    width = widget.native.minimumSizeHint().width()
+    _open(qtbot, widget, tmp_path / ("a_very_long_folder_name_" * 8) / "dataset")
+    assert "does not exist" in widget.message.value
+    assert widget.native.minimumSizeHint().width() <= max(width, 370)
+
+
+def test_open_supersedes_browsing_and_a_bad_first_volume_still_lists_ids(
+    make_napari_viewer, dataset_folder, qtbot, tmp_path
+):
+    from napari_vesuvius.core.synthetic import write_challenge_dataset
+
+    other = tmp_path / "other"
+    write_challenge_dataset(other, n_train=1, n_test=1, shape=(16, 24, 24), seed=5)
+    viewer, widget = _widget(make_napari_viewer)
+    _open(qtbot, widget, dataset_folder)
+    widget.step(+1)  # a load of the old dataset under way ...
+    widget.open_path(other)  # ... then a new dataset: the new one ends up shown
+    widget.step(+1)  # clicks during the open are ignored: the id list is about to change
+    _wait(qtbot, widget)
+    assert widget.dataset.root == other and widget.volume_id.value == widget.dataset.ids[0]
+    assert _layer(viewer, "Image").name == widget.dataset.ids[0] and len(viewer.layers) == 2
+
+    first = widget.dataset.image_path(widget.dataset.ids[0])
+    first.write_bytes(b"not a tiff")
+    _open(qtbot, widget, other)
+    assert list(widget.volume_id.choices) == widget.dataset.ids  # the folder opened
+    assert first.name in widget.message.value and "error" in widget.message.value
+    widget.step(+1)  # the next id opens fine
+    _wait(qtbot, widget)
+    assert _layer(viewer, "Image").name == widget.dataset.ids[1]

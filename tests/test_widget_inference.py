@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -42,12 +46,16 @@ def inference(make_napari_viewer, tiny_checkpoint):
 def test_run_fills_probability_layer_like_the_core_engine(inference, tiny_checkpoint, qtbot):
     from napari_vesuvius.core.inference.engine import predict
     from napari_vesuvius.core.inference.loading import load_model
+    from napari_vesuvius.core.inference.models import ModelSpec
+    from napari_vesuvius.widgets._layers import MODELS, models_of
 
     viewer, widget = inference
     assert widget.run() is not None
-    assert "ct probability" in viewer.layers  # the layer appears at once
     qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
     layer = viewer.layers["ct probability"]
+    assert layer is widget.layer and layer.blending == "translucent"
+    # the models that made it, so Retrain fine-tunes them
+    assert layer.metadata[MODELS] == [ModelSpec(tiny_checkpoint).describe()] == models_of(layer)
     expected = predict(viewer.layers["ct"].data, load_model(tiny_checkpoint), device="cpu", precision="fp32")
     np.testing.assert_allclose(
         layer.data.astype(np.float32), expected.probability.astype(np.float32), atol=1e-3
@@ -57,17 +65,126 @@ def test_run_fills_probability_layer_like_the_core_engine(inference, tiny_checkp
     assert "Mvox/s" in widget.log.value
 
 
-def test_cancel_marks_the_layer_partial(inference, qtbot):
+def test_a_second_run_reuses_the_layer_in_place(inference, qtbot):
+    from napari_vesuvius.widgets._layers import MODELS
+
+    viewer, widget = inference
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    first = viewer.layers["ct probability"]
+    first.name = "ct probability (partial)"  # as a cancelled run leaves it
+    widget.output_dtype.value = "uint8"
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    assert [layer.name for layer in viewer.layers] == ["ct", "ct probability"]
+    layer = viewer.layers["ct probability"]
+    assert layer is first and layer.data.dtype == np.uint8 and tuple(layer.contrast_limits) == (0, 255)
+    assert layer.metadata["prediction"]["complete"] is True and layer.metadata[MODELS]
+
+
+def test_cancel_marks_the_layer_partial(inference, qtbot, monkeypatch):
+    from napari_vesuvius.widgets import inference_widget
+
+    monkeypatch.setattr(inference_widget, "PREVIEW_INTERVAL_S", 0.0)
     viewer, widget = inference
     widget.batch_size.value = 1
     widget.step.value = 0.25  # many tiles, so the run is still going when we cancel
     assert widget.run() is not None
-    qtbot.waitUntil(lambda: widget.task.reports > 0, timeout=60000)
+    qtbot.waitUntil(lambda: widget.layer is not None and np.any(widget.layer.data), timeout=60000)
     widget.task.cancel()
     qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
     assert "ct probability (partial)" in viewer.layers
-    assert viewer.layers["ct probability (partial)"].metadata["prediction"]["complete"] is False
+    layer = viewer.layers["ct probability (partial)"]
+    assert layer.metadata["prediction"]["complete"] is False
+    assert np.any(layer.data) and widget.last_result is None  # what was computed stays visible
     assert "cancelled" in widget.log.value
+
+
+def test_the_layer_fills_in_while_the_job_runs(inference, qtbot, monkeypatch):
+    """Refreshes show tiles blended so far (the row in progress), long before the job ends."""
+    from napari_vesuvius.widgets import inference_widget
+
+    monkeypatch.setattr(inference_widget, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(inference_widget, "REFRESH_INTERVAL_S", 0.0)
+    monkeypatch.setattr(inference_widget, "REPORT_INTERVAL_S", 0.0)
+    viewer, widget = inference
+    widget.batch_size.value = 1
+    seen: list[tuple[int, bool]] = []  # (voxels > 0 at a refresh, job still running)
+
+    def watch(event) -> None:
+        layer = event.value
+        refresh = layer.refresh
+
+        def counting_refresh(*args, **kwargs):
+            seen.append((int(np.count_nonzero(layer.data)), widget.last_result is None))
+            return refresh(*args, **kwargs)
+
+        layer.refresh = counting_refresh
+
+    viewer.layers.events.inserted.connect(watch)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
+    final = int(np.count_nonzero(viewer.layers["ct probability"].data))
+    partial = [count for count, running in seen if running and 0 < count < final]
+    assert len(partial) >= 2, seen  # several growing states shown before the result
+
+
+def test_primary_controls_sit_outside_the_collapsed_sections(inference):
+    _, widget = inference
+    controls = widget.primary_controls()
+    assert widget.run_button in controls and widget.task in controls and widget.image in controls
+    for control in controls:
+        assert control.native.isVisibleTo(widget.native), control
+    for section in (widget.ensemble_section, widget.window_section, widget.output_section,
+                    widget.cluster_section, widget.log_section):  # fmt: skip
+        assert not section.expanded
+    assert not widget.device.native.isVisibleTo(widget.native)  # advanced: collapsed
+    widget.window_section.toggle()
+    assert widget.device.native.isVisibleTo(widget.native)
+
+
+def test_the_gui_thread_never_imports_torch_in_a_run(tiny_checkpoint, tmp_path):
+    """Torch, the checkpoints and the output are loaded in the job: a fresh process that makes a viewer,
+    runs the dock and waits for the result never imports torch on its main (GUI) thread."""
+    script = textwrap.dedent(
+        f"""
+        import sys, threading, time
+        import napari
+        from qtpy.QtWidgets import QApplication
+        from napari_vesuvius.core.synthetic import make_fragment
+        from napari_vesuvius.widgets.inference_widget import InferenceWidget
+
+        assert "torch" not in sys.modules
+        on_gui_thread = []
+
+        class Spy:
+            def find_spec(self, name, path=None, target=None):
+                gui = threading.current_thread() is threading.main_thread()
+                if gui and name.partition(".")[0] == "torch":
+                    on_gui_thread.append(name)
+                return None
+
+        sys.meta_path.insert(0, Spy())
+        viewer = napari.Viewer(show=False)
+        viewer.add_image(make_fragment((24, 40, 40), seed=2).image, name="ct")
+        widget = InferenceWidget(viewer, persist=False)
+        widget.image.value = viewer.layers["ct"]
+        widget.model.value = {str(tiny_checkpoint)!r}
+        widget.device.value, widget.precision.value = "cpu", "fp32"
+        assert widget.run() is not None
+        start = time.time()
+        while widget.task.running and time.time() - start < 120:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        assert widget.last_result is not None and widget.last_result.complete, widget.log.value
+        assert "torch" in sys.modules  # the job did import it
+        print("GUI-thread torch imports:", on_gui_thread)
+        viewer.close()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GUI-thread torch imports: []" in done.stdout, done.stdout
 
 
 def test_ensemble_list_and_bad_folds(inference, tiny_checkpoint):
@@ -97,6 +214,10 @@ def test_the_probability_layer_carries_the_models_own_clean_up(inference, tiny_c
     update_checkpoint_metadata(model, {METADATA_KEY: PostprocessChoice(own, 0.7, 0.6, ("v",)).to_metadata()})
     widget.models.model.value = model
     assert widget.run() is not None
+    # read from the checkpoint in the job, attached while the run goes on
+    qtbot.waitUntil(
+        lambda: widget.layer is not None and MODEL_POSTPROCESS in widget.layer.metadata, timeout=60000
+    )
     layer = viewer.layers["ct probability"]
     assert layer.metadata[MODEL_POSTPROCESS] == own.to_dict() and model_postprocess_of(layer) == own
     qtbot.waitUntil(lambda: not widget.task.running, timeout=60000)
@@ -111,6 +232,7 @@ def test_zarr_output_fills_a_partial_store_then_points_at_the_target(inference, 
     target = tmp_path / "pred.zarr"
     widget.output_zarr.value = target
     assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.layer is not None, timeout=60000)  # the job made the store
     layer = viewer.layers["ct probability"]
     assert Path(layer.data.store.root).name.endswith(".partial.zarr")  # fills next to the target
     assert not target.exists()

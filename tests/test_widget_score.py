@@ -96,9 +96,14 @@ def test_sweep_plots_scores_and_use_best_sets_the_tune_widget(score, fragment, q
 def test_use_best_without_tune_widget_saves_the_config_file(score, qtbot, tmp_path):
     _, widget = score
     widget.parameter.value = "dust_size"
-    widget.start.value, widget.stop.value, widget.step.value = 0, 200, 100
+    widget.start.value, widget.stop.value, widget.step.value = 0, 2000, 1000
     _wait(qtbot, widget, widget.sweep())
-    assert widget.plot.x == [0, 100, 200]
+    assert widget.plot.x == [0, 1000, 2000]
+    # integers read as integers: in the report, the plot's ticks and its best-value note
+    assert "     1,000  " in widget.report.value and "e+03" not in widget.report.value
+    widget.plot.figure.canvas.draw()
+    ticks = [label.get_text() for label in widget.plot.axes.get_xticklabels()]
+    assert "1,000" in ticks and not any("." in tick or "e" in tick for tick in ticks)
     widget.config_path.value = tmp_path / "best.json"
     widget.use_best_button.clicked.emit()
     saved = PostprocessConfig.load(tmp_path / "best.json")
@@ -141,6 +146,7 @@ def test_sweep_over_all_training_volumes_of_a_dataset(make_napari_viewer, tmp_pa
     data = DataWidget(viewer, persist=False)
     viewer.window.add_dock_widget(data, name="Data")
     data.open_path(layout.root)
+    qtbot.waitUntil(lambda: data.dataset is not None, timeout=60000)  # the Data step opens in the background
     widget = ScoreWidget(viewer, persist=False)
     viewer.window.add_dock_widget(widget, name="Score")
     widget.volumes.value = TRAINING_VOLUMES
@@ -152,7 +158,38 @@ def test_sweep_over_all_training_volumes_of_a_dataset(make_napari_viewer, tmp_pa
     result = widget.last_sweep
     assert sorted(result.case_names) == sorted(str(i) for i in layout.train_ids)
     table = widget.table.data.to_list()
-    assert len(table) == 3 and table[-1] == [round(s, 4) for s in result.mean_scores]
+    assert len(table) == 3 and table[-1] == [f"{s:.4f}" for s in result.mean_scores]  # fixed decimals
     _wait(qtbot, widget, widget.score())
     assert "mean over 2 volume(s)" in widget.report.value
     assert widget.last_sweep.values == [PostprocessConfig().margin]
+
+
+def test_primary_controls_first_and_the_sweep_collapsed(score):
+    from napari_vesuvius.widgets.score_widget import TRAINING_VOLUMES
+
+    _, widget = score
+    assert not widget.sweep_section.expanded
+    controls = widget.primary_controls()
+    assert controls[:3] == [widget.volumes, widget.mask, widget.labels_layer]
+    assert widget.score_button in controls and widget.task in controls and widget.message in controls
+    assert all(control.native.isVisibleTo(widget.native) for control in controls)
+    assert widget.base in widget.sweep_form  # the base config is a sweep setting for layers ...
+    widget.volumes.value = TRAINING_VOLUMES  # ... and Score's clean-up for probability files
+    assert widget.base in widget.inputs and widget.config_path in widget.inputs
+    assert widget.prob_folder in widget.primary_controls() and widget.base in widget.primary_controls()
+    assert all(control.native.isVisibleTo(widget.native) for control in widget.primary_controls())
+    widget.volumes.value = widget.volumes.choices[0]
+    assert widget.base in widget.sweep_form and widget.base not in widget.inputs
+
+
+def test_score_breakdown_counts_are_integers():
+    import dataclasses
+
+    from napari_vesuvius.widgets._plot import value_text
+    from napari_vesuvius.widgets.score_widget import format_score
+
+    assert value_text(1000.0) == "1,000" and value_text(0.25) == "0.25" and value_text(5) == "5"
+    result = score_volume(np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8))
+    counts = {0: {"m": 1200.0, "p": 3, "g": 1234}}
+    text = format_score(dataclasses.replace(result, topo_counts=counts))
+    assert "dim 0: m=1,200 p=3    g=1,234" in text

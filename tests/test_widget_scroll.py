@@ -52,6 +52,8 @@ def test_block_run_fills_a_multiscale_layer_equal_to_the_in_memory_pass(
 ) -> None:
     from napari_vesuvius.core.inference.engine import predict
     from napari_vesuvius.core.inference.loading import load_model
+    from napari_vesuvius.core.inference.models import ModelSpec
+    from napari_vesuvius.widgets._layers import MODELS
 
     viewer, widget, volume, checkpoint, tmp_path = scroll_widget
     widget.image.value = viewer.layers["scan"]
@@ -65,6 +67,7 @@ def test_block_run_fills_a_multiscale_layer_equal_to_the_in_memory_pass(
     got = np.asarray(layer.data[0][:])
     assert np.abs(got.astype(int) - expected.probability.astype(int)).max() <= 1
     assert layer.metadata["prediction"]["complete"] is True
+    assert layer.metadata[MODELS] == [ModelSpec(checkpoint).describe()]  # Retrain fine-tunes these
     assert widget.last_result.complete and "blocks" in widget.log.value
     assert zarr.open_group(str(tmp_path / "pred.zarr"), mode="r").attrs["complete"] is True
 

@@ -1,4 +1,12 @@
-"""npe2 reader: .tif/.tiff files, zarr arrays and OME-Zarr pyramids as lazy (dask) napari layers.
+"""npe2 reader: .tif/.tiff files, zarr arrays, OME-Zarr pyramids and challenge dataset folders as lazy
+(dask) napari layers.
+
+What it claims (napari convention: say nothing about other paths): :func:`napari_get_reader` returns a
+reader only for an existing ``.tif``/``.tiff`` file, a zarr folder holding a 3D volume (array, OME-Zarr
+group, or a group of one array; see :func:`~napari_vesuvius.core.volume.io.is_volume_zarr`) or a challenge
+dataset folder (``train_images/`` or ``test_images/``), and None for anything else (``.png``, ``.csv``,
+unrelated folders, missing paths). A dataset folder opens its first volume (image, and labels for a
+training id); the Data step browses the others.
 
 Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label_volume`):
 
@@ -7,9 +15,9 @@ Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label
 * content rule: the dtype is uint8 and the middle z-slice (a central crop of at most 256×256 voxels, the
   only pixels read) holds nothing but values in {0, 1, 2} and is not all zero.
 
-Labels use the fixed colours of :data:`napari_vesuvius.core.labels.LABEL_COLORS` (1 = surface, opaque
-orange; 2 = ignore, translucent). Images get ``contrast_limits`` from the dtype (8/16 bit) or one small
-central sample (float), never from a whole-volume scan.
+Labels use the fixed colours of :data:`napari_vesuvius.core.labels.LABEL_COLORS` (1 = surface, orange;
+2 = ignore, translucent) at half opacity, so the CT shows through. Images get ``contrast_limits`` from the
+dtype (8/16 bit) or one small central sample (float), never from a whole-volume scan.
 """
 
 from __future__ import annotations
@@ -18,31 +26,43 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
 from napari_vesuvius.core.labels import LABEL_COLORS
 from napari_vesuvius.core.volume.io import (
     TIFF_SUFFIXES,
     LazyVolume,
     contrast_limits_for,
     is_label_volume,
+    is_volume_zarr,
     is_zarr_path,
     open_volume,
     volume_id,
 )
+from napari_vesuvius.widgets._layers import LABELS_OPACITY
 
 LayerData = tuple[Any, dict[str, Any], str]
 LABELS_SUFFIX = "(1=surface, 2=ignore)"
 
 
 def can_read(path: str | Path) -> bool:
-    """True for an existing .tif/.tiff file or a zarr (array or group) directory."""
+    """True for an existing .tif/.tiff file, a zarr folder holding a 3D volume, or a dataset folder.
+
+    Cheap (file names, ``is_dir`` tests and zarr metadata, no pixel data): napari calls it for every
+    path a user opens.
+    """
     path = Path(path)
-    return (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES) or is_zarr_path(path)
+    if path.is_file():
+        return path.suffix.lower() in TIFF_SUFFIXES
+    return is_volume_zarr(path) or is_dataset_folder(path)
 
 
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
-    """npe2 ``get_reader`` hook: a reader for volumes we handle, None for any other path."""
-    paths = [path] if isinstance(path, str | Path) else list(path)
-    if not paths or not all(can_read(p) for p in paths):
+    """npe2 ``get_reader`` hook: a reader for the paths we open, None (silently) for any other path."""
+    try:
+        paths = [path] if isinstance(path, str | Path) else list(path)
+        if not paths or not all(can_read(p) for p in paths):
+            return None
+    except (OSError, TypeError, ValueError):  # an unreadable or odd path is simply not ours
         return None
     return read_volumes
 
@@ -60,17 +80,43 @@ def layer_data(volume: LazyVolume, *, as_labels: bool | None = None) -> LayerDat
     }
     if labels:
         label_name = name if "label" in name.lower() else f"{name} labels"
-        meta.update(name=f"{label_name} {LABELS_SUFFIX}", colormap=dict(LABEL_COLORS), opacity=1.0)
+        meta.update(name=f"{label_name} {LABELS_SUFFIX}", colormap=dict(LABEL_COLORS), opacity=LABELS_OPACITY)
         return (data, meta, "labels")
     meta.update(name=name, contrast_limits=contrast_limits_for(smallest), colormap="gray")
     return (data, meta, "image")
 
 
-def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
-    """Open each path lazily and return its layer-data tuple (errors name the file).
+def dataset_volume_layers(dataset: ChallengeDataset, volume: str) -> list[LayerData]:
+    """The image (and, for a training id, the label) layer data of one dataset volume.
 
-    A block-wise output whose run was interrupted opens for viewing (commands refuse it) with a warning
-    notification and ``incomplete N/M blocks`` in its layer name, so it is never taken for a result.
+    The image always opens as an Image and the label as Labels (no content guess); both carry the
+    dataset folder and the id in their metadata.
+    """
+    layers = [layer_data(open_volume(dataset.image_path(volume)), as_labels=False)]
+    label_path = dataset.label_path(volume)
+    if label_path is not None:
+        layers.append(layer_data(open_volume(label_path), as_labels=True))
+    for _, meta, _ in layers:
+        meta["metadata"].update(dataset=str(dataset.root), vesuvius_id=str(volume))
+    return layers
+
+
+def read_dataset_folder(path: str | Path) -> list[LayerData]:
+    """The first volume of a challenge dataset folder (its id list is browsed in the Data step)."""
+    from napari_vesuvius.core.errors import DatasetError
+
+    dataset = ChallengeDataset.open(path)
+    if not dataset.ids:
+        raise DatasetError(f"{path}: the dataset folder holds no volumes (train_images/, test_images/ empty)")
+    return dataset_volume_layers(dataset, dataset.ids[0])
+
+
+def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
+    """Open each path lazily and return its layer-data tuples (errors name the file).
+
+    A dataset folder gives the layers of its first volume. A block-wise output whose run was
+    interrupted opens for viewing (commands refuse it) with a warning notification and
+    ``incomplete N/M blocks`` in its layer name, so it is never taken for a result.
     """
     from napari_vesuvius.core.errors import warn_user
     from napari_vesuvius.core.scroll.store import output_progress
@@ -78,6 +124,9 @@ def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers = []
     for item in paths:
+        if not is_zarr_path(item) and is_dataset_folder(item):
+            layers.extend(read_dataset_folder(item))
+            continue
         data, meta, kind = layer_data(open_volume(item, allow_incomplete=True))
         progress = output_progress(item) if is_zarr_path(item) else None
         if progress is not None:

@@ -2,7 +2,7 @@
 
 ``demo`` synthesizes a small challenge-style dataset, trains a tiny model briefly, predicts the test
 volumes, cleans them up, exports ``submission.zip`` and scores it against the hidden test labels.
-``demo --gui`` opens napari with the plugin's widgets docked and the synthetic sample loaded.
+``demo --gui`` opens napari with the plugin's workbench docked and the synthetic sample loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
 
 #: what ``demo`` writes in its work folder, and the file that marks a folder as a demo's
 DEMO_OUTPUTS = ("dataset", "run", "submission.zip")
@@ -27,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the whole pipeline on synthetic data (synthesize, train, predict, clean up, export, score)",
     )
     parser.add_argument(
-        "--gui", action="store_true", help="open napari with the plugin docked and the sample"
+        "--gui", action="store_true", help="open napari with the workbench docked and the sample"
     )
     parser.add_argument(
         "--workdir", type=Path, help="where to write the dataset, run and submission (default: temp)"
@@ -114,16 +118,24 @@ def prepare_workdir(workdir: Path, overwrite: bool) -> Path:
     return workdir
 
 
-def run_gui() -> int:
-    """Open napari with the plugin's dock widgets and the synthetic sample loaded."""
+#: the workbench's entry in the manifest (``napari.yaml`` › widgets)
+WORKBENCH = "Vesuvius workbench"
+
+
+def open_gui() -> napari.Viewer:
+    """A napari window with the synthetic sample loaded and the workbench docked (all steps as tabs)."""
     import napari
 
     viewer = napari.Viewer(title="napari-vesuvius demo")
     viewer.open_sample("napari-vesuvius", "synthetic_fragment")
-    for widget in ("Data", "Inference", "Tune", "Score", "Train", "Export submission"):
-        try:
-            viewer.window.add_plugin_dock_widget("napari-vesuvius", widget)
-        except KeyError:  # a widget not registered in this version
-            continue
+    viewer.window.add_plugin_dock_widget("napari-vesuvius", WORKBENCH)
+    return viewer
+
+
+def run_gui() -> int:
+    """Open napari with the workbench and the synthetic sample, until the window is closed."""
+    import napari
+
+    open_gui()
     napari.run()
     return 0

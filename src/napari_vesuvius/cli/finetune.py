@@ -5,8 +5,11 @@ takes each label file's newest ``<stem>.vNNN`` version) are always trained on; `
 volumes of training folders (a folder volume whose image is a corrected one uses the corrected labels).
 Training starts from ``--model`` with a fine-tuning learning rate (1e-3 SGD, 1e-4 AdamW unless ``--lr``)
 and writes a normal run folder: ``train --run-dir DIR --resume`` continues it. ``--compare`` then
-predicts every corrected image with the old and the new model and prints both leaderboard scores
-against the corrected labels (a fit to the labels trained on, not a held-out estimate).
+scores the old and the new model on labelled volumes the fine-tuning did not train on (the run's
+validation volumes, else the other labelled volumes of the corrected images' dataset folders and of
+``--data``; :mod:`napari_vesuvius.core.proofread.compare`), with the real labels; when there are none it
+says that no fair comparison is possible (scores against the corrected labels would favour the old
+model, whose output they started from).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--loader-threads", type=int, default=1)
-    p.add_argument("--compare", action="store_true", help="score old vs new model on the corrected volumes")
+    p.add_argument(
+        "--compare", action="store_true", help="score old vs new model on labelled volumes not trained on"
+    )
     p.add_argument(
         "--postprocess", metavar="CONFIG", help="post-processing JSON for --compare (default: defaults)"
     )
@@ -120,50 +125,36 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     print(f"best checkpoint: {result.checkpoint}", file=sys.stderr)
     if args.compare:
-        summary["compare"] = _compare(args, corrected, result.checkpoint)
+        summary["compare"] = _compare(args, config, result.checkpoint)
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
 
 
-def _compare(args: argparse.Namespace, corrected: list[tuple[Path, Path]], checkpoint: Path) -> list[dict]:
-    """Old vs new model on every corrected volume: predict, post-process, score; prints a line each."""
+def _compare(args: argparse.Namespace, config: Any, checkpoint: Path) -> list[dict]:
+    """Old vs new model on held-out labelled volumes: predict, post-process, score; a line each."""
     import torch
 
     from napari_vesuvius.core.postprocess import PostprocessConfig
+    from napari_vesuvius.core.progress import run_job
+    from napari_vesuvius.core.proofread.compare import held_out_volumes, iter_fair_compare
 
-    config = PostprocessConfig.load(args.postprocess) if args.postprocess else PostprocessConfig()
+    postprocess = PostprocessConfig.load(args.postprocess) if args.postprocess else PostprocessConfig()
+    volumes = held_out_volumes(config, args.data)
     previous = torch.get_num_threads()
     if args.threads > 0:  # the same CPU budget as the training
         torch.set_num_threads(args.threads)
-    rows = []
     try:
-        for image_path, label_path in corrected:
-            rows.append(_compare_one(args, image_path, label_path, checkpoint, config))
+        comparison = run_job(
+            iter_fair_compare(args.model, checkpoint, volumes, postprocess, device=args.device)
+        )
     finally:
         torch.set_num_threads(previous)
+    rows = []
+    for volume, old, new in zip(comparison.volumes, comparison.old, comparison.new, strict=True):
+        rows.append({"id": volume.id, "why": volume.why, "old": old.to_dict(), "new": new.to_dict()})
+        print(f"{volume.id}: old {old.score:.4f} -> new {new.score:.4f} ({volume.why})", file=sys.stderr)
+    print(comparison.verdict(), file=sys.stderr)
+    if comparison.fair:
+        print(comparison.note, file=sys.stderr)
     return rows
-
-
-def _compare_one(
-    args: argparse.Namespace, image_path: Path, label_path: Path, checkpoint: Path, config: Any
-) -> dict:
-    """Predict one corrected image with the old and the new model and score both."""
-    from napari_vesuvius.core.progress import run_job
-    from napari_vesuvius.core.proofread.finetune import iter_compare, iter_predict_region
-    from napari_vesuvius.core.volume.io import open_labels, open_volume
-
-    with open_volume(image_path) as image, open_labels(label_path, image.shape) as labels:
-        ct = image.data
-        predictions = {
-            name: (run_job(iter_predict_region(model, ct, device=args.device)), True)
-            for name, model in (("old", args.model), ("new", checkpoint))
-        }
-        scores = run_job(iter_compare(predictions, labels.data.compute(), config, scan=ct.compute() > 0))
-    row = {"id": image_path.stem, **{name: score.to_dict() for name, score in scores.items()}}
-    print(
-        f"{row['id']}: old {row['old']['score']:.4f} -> new {row['new']['score']:.4f} "
-        "(against the corrected labels trained on)",
-        file=sys.stderr,
-    )
-    return row

@@ -2,7 +2,8 @@
 
 Components are labelled in the background (:func:`core.postprocess.label_components`, label 1 = the
 largest). Click a component in the viewer (or a row of the table) to select it, then delete it or keep
-only it; the mask layer is edited in place and the components are relabelled.
+only it; the edit is computed in the background, the mask layer is updated in place and the
+components are relabelled. Voxel counts read as integers with thousands separators.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, Table
 
-from napari_vesuvius.core.postprocess import keep_components, label_components, remove_components
+from napari_vesuvius.core.postprocess import (
+    keep_components,
+    label_components,
+    labelling_without_gil,
+    remove_components,
+)
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._format import count
+from napari_vesuvius.widgets._layers import LABELS_OPACITY, layer_array
+from napari_vesuvius.widgets._sections import compact, row, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -37,21 +45,23 @@ class ComponentsPanel(Container):
         self.delete_button = PushButton(text="Delete component")
         self.keep_button = PushButton(text="Keep only component")
         self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
-        self.summary = Label(value="")
+        self.summary = status_label(name="summary")
         self.task = TaskRunner(name="components_task")
         super().__init__(
             widgets=[
-                Label(value="<b>Connected components</b> (26-connected)"),
+                Label(value="26-connected components of a mask, largest first"),
                 self.mask,
                 self.label_button,
                 self.selected,
-                Container(widgets=[self.delete_button, self.keep_button], layout="horizontal", labels=False),
+                row(self.delete_button, self.keep_button),
                 self.summary,
-                self.table,
                 self.task,
+                self.table,
             ],
             label="",
         )
+        compact(self)
+        self.table.native.setMinimumHeight(120)
         self.components: np.ndarray | None = None
         self.sizes: np.ndarray | None = None
         self.label_button.changed.connect(self.show_components)
@@ -80,11 +90,12 @@ class ComponentsPanel(Container):
         if self.mask.value is None:
             self.summary.value = "choose a mask layer"
             return None
-        mask = np.asarray(layer_array(self.mask.value)) == 1
+        data = layer_array(self.mask.value)
 
         def job() -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
             yield Progress(0, 1, "labelling components")
-            result = label_components(mask)
+            with labelling_without_gil():  # cc3d would hold the GIL and freeze the GUI
+                result = label_components(np.asarray(data) == 1)
             yield Progress(1, 1, "labelled")
             return result
 
@@ -98,13 +109,21 @@ class ComponentsPanel(Container):
             self.viewer.layers[name].data = self.components
         else:
             components_layer = self.viewer.add_labels(
-                self.components, name=name, scale=layer.scale, translate=layer.translate, opacity=0.8
+                self.components,
+                name=name,
+                scale=layer.scale,
+                translate=layer.translate,
+                opacity=max(LABELS_OPACITY, 0.7),
             )
             components_layer.mouse_drag_callbacks.append(self._pick)
-        rows = [[index + 1, int(size)] for index, size in enumerate(self.sizes[:TABLE_ROWS])]
+        # voxel counts as text with thousands separators (a Table shows big numbers as 1.579e+09)
+        rows = [[index + 1, count(size)] for index, size in enumerate(self.sizes[:TABLE_ROWS])]
         self.table.value = {"data": rows, "index": list(range(len(rows))), "columns": list(TABLE_COLUMNS)}
         total = int(self.sizes.sum()) if self.sizes.size else 0
-        self.summary.value = f"{len(self.sizes)} components, {total} voxels (click one to select it)"
+        shown = "" if len(self.sizes) <= TABLE_ROWS else f"; the table lists the largest {TABLE_ROWS}"
+        self.summary.value = (
+            f"{count(len(self.sizes))} components, {count(total)} voxels{shown} (click one to select it)"
+        )
 
     def _pick(self, layer: Any, event: Any) -> None:
         value = layer.get_value(event.position, world=True)
@@ -122,16 +141,39 @@ class ComponentsPanel(Container):
         if self.components is None or self.mask.value is None or self.selected.value <= 0:
             self.summary.value = "show components and select one first"
             return None
+        if self.task.running:
+            self.summary.value = "wait for the components to be labelled"
+            return None
         layer = self.mask.value
-        mask = np.asarray(layer_array(layer)) == 1
+        if getattr(layer, "multiscale", False):
+            self.summary.value = f"{layer.name!r} is multiscale: edit a single-resolution mask"
+            return None
+        source = layer_array(layer)
+        components = self.components
         ids = [int(self.selected.value)]
-        edited = (
-            keep_components(mask, self.components, ids)
-            if keep
-            else remove_components(mask, self.components, ids)
+
+        def job() -> Generator[Progress, None, np.ndarray]:
+            yield Progress(0, 2, "editing the mask")
+            data = np.array(source, copy=True)
+            mask = data == 1
+            edited = (
+                keep_components(mask, components, ids) if keep else remove_components(mask, components, ids)
+            )
+            data[mask & ~edited] = 0
+            return data
+
+        done: list[bool] = []
+
+        def edited(data: np.ndarray) -> None:
+            layer.data = data
+            self.selected.value = 0
+            done.append(True)
+
+        def finished() -> None:  # relabel once this job has released the runner
+            if done:
+                self.show_components()
+
+        verb = "keep only" if keep else "delete"
+        return self.task.start(
+            job, description=f"{verb} component {ids[0]}", on_result=edited, on_finished=finished
         )
-        data = np.asarray(layer.data).copy()
-        data[mask & ~edited] = 0
-        layer.data = data
-        self.selected.value = 0
-        return self.show_components()

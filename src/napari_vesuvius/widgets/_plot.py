@@ -10,6 +10,8 @@ from typing import Any
 
 from magicgui.widgets import Container
 
+from napari_vesuvius.widgets._format import count
+
 #: Curves drawn for a sweep: result key, legend text, line style.
 CURVES = (
     ("score", "score", "-"),
@@ -17,6 +19,11 @@ CURVES = (
     ("surface_dice", "SurfaceDice", "--"),
     ("voi_score", "VOI score", "-."),
 )
+
+
+def value_text(value: float) -> str:
+    """A swept value as text: integers as integers (``1,000``, never ``1e+03``), others in short form."""
+    return count(value) if float(value).is_integer() else f"{value:g}"
 
 
 def _theme_colors(theme_name: str | None) -> tuple[str, str, str]:
@@ -95,7 +102,7 @@ class SweepPlot(Container):
         axes.axvline(best_x, color="#f5c211", linewidth=0.8, alpha=0.6)
         axes.plot([best_x], [best_y], marker="*", markersize=12, color="#f5c211", linestyle="none")
         axes.annotate(
-            f"best {best_x:g}\n{best_y:.4f}", (best_x, best_y), textcoords="offset points",
+            f"best {value_text(best_x)}\n{best_y:.4f}", (best_x, best_y), textcoords="offset points",
             xytext=(-8 if right else 8, -26), ha="right" if right else "left", color=self.text_color,
             fontsize=8,
         )  # fmt: skip
@@ -103,6 +110,11 @@ class SweepPlot(Container):
         axes.set_xlabel(f"{result.parameter}  (mean over {n} volume{'s' if n != 1 else ''})", fontsize=8)
         axes.set_ylabel("score", fontsize=8)
         axes.set_ylim(0.0, 1.02)
+        if all(x.is_integer() for x in self.x):  # an integer parameter: integer ticks, never 2.5
+            from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: value_text(x)))
         axes.grid(alpha=0.2)
         legend = axes.legend(fontsize=7, loc="lower left", framealpha=0.5, facecolor=self.background)
         for text in legend.get_texts():

@@ -1,8 +1,11 @@
 """The plugin's preferences (napari Preferences dialog, manifest ``configurations``), read in one place.
 
-Widgets take their *defaults* from :func:`preference`; a value the user changes in a dock is that dock's
-own setting (``_settings.py``). With persistence off (tests: ``NAPARI_VESUVIUS_NO_SETTINGS``) or when
-napari's plugin settings cannot be read, the built-in defaults below apply.
+The manifest (``napari.yaml`` › ``configurations``) declares each preference with its title, description
+and choices, so napari's Preferences dialog edits them and keeps them in ``<napari config>/napari-vesuvius
+.yaml``; :func:`preference` reads them with ``napari.settings.get_plugin_settings``. Widgets take their
+*defaults* from it; a value the user changes in a dock is that dock's own setting (``_settings.py``). With
+persistence off (tests: ``NAPARI_VESUVIUS_NO_SETTINGS``) or when napari's plugin settings cannot be read,
+the built-in defaults below (the same as the manifest's) apply.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Helpers of the Proofread dock that deal with layers and the viewer (no widgets of their own).
 
 Paint shortcuts bound on the proofread Labels layer, the diff colours, the region on screen, the
-default place for corrected labels, and a watcher that autosaves when the main window closes.
+default place for corrected labels, and an event watcher (autosave when the proofreading view is
+hidden or the main window closes).
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def diff_colormap() -> Any:
     from napari_vesuvius.core.proofread.diff import DIFF_COLORS
 
     return DirectLabelColormap(color_dict=dict(DIFF_COLORS))
+
+
+_labels_warm = False
+
+
+def warm_up_labels_display() -> None:
+    """Compile napari's label-colour mapping (numba; 1–15 s the first time in a process) on the calling
+    worker thread, so adding the first Labels layer does not freeze the GUI thread. Runs once."""
+    global _labels_warm
+    if _labels_warm:
+        return
+    from napari.layers import Labels
+
+    from napari_vesuvius.widgets._layers import label_colormap
+
+    for colormap in (label_colormap(), diff_colormap()):
+        Labels(np.zeros((2, 2, 2), np.uint8), colormap=colormap)
+    _labels_warm = True
 
 
 def is_input_layer(layer: Any) -> bool:
@@ -125,21 +144,24 @@ def run_while_visible(task: Any, job: Any, **kwargs: Any) -> Any:
 
 
 def find_dock_widget(viewer: napari.viewer.Viewer, kind: type) -> Any:
-    """The first docked widget of class ``kind``, else None."""
-    for widget in viewer.window.dock_widgets.values():
-        if isinstance(widget, kind):
-            return widget
-    return None
+    """The open widget of class ``kind`` (a workbench tab or a dock), else None: see ``_docks``."""
+    from napari_vesuvius.widgets._docks import find_widget
+
+    return find_widget(viewer, kind)
 
 
-def make_close_watcher(callback: Callable[[], Any]) -> Any:
-    """A QObject event filter that calls ``callback`` when the watched window is about to close."""
+def make_event_watcher(callbacks: dict[str, Callable[[], Any]]) -> Any:
+    """A QObject event filter calling ``callbacks[name]`` when the watched object gets the QEvent
+    ``name`` (``"Close"``, ``"Hide"``); the event goes on to the object as usual."""
     from qtpy.QtCore import QEvent, QObject
 
-    class CloseWatcher(QObject):
+    wanted = {getattr(QEvent.Type, name): callback for name, callback in callbacks.items()}
+
+    class EventWatcher(QObject):
         def eventFilter(self, watched: Any, event: Any) -> bool:
-            if event.type() == QEvent.Type.Close:
+            callback = wanted.get(event.type())
+            if callback is not None:
                 callback()
             return False
 
-    return CloseWatcher()
+    return EventWatcher()

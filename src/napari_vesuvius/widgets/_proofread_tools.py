@@ -15,12 +15,14 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
 
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._components_panel import ComponentsPanel
-from napari_vesuvius.widgets._proofread_layers import run_while_visible, wrap_text
+from napari_vesuvius.widgets._format import count
+from napari_vesuvius.widgets._proofread_layers import run_while_visible
+from napari_vesuvius.widgets._sections import compact, row, status_label
 
 
 class ProofreadTools(Container):
@@ -35,20 +37,23 @@ class ProofreadTools(Container):
         self.min_part = SpinBox(label="min part voxels", min=1, max=10_000_000, value=50)
         self.split_button = PushButton(text="Split component")
         self.min_sheet = SpinBox(label="min sheet voxels", min=1, max=10_000_000, value=100)
-        self.bridges_button = PushButton(text="Remove diagonal bridges")
+        self.bridges_button = PushButton(
+            text="Remove diagonal bridges", tooltip="voxels joining two sheets only along edges or corners"
+        )
         self.undo_button = PushButton(text="Undo last tool", enabled=False)
-        self.message = Label(value="")
+        self.message = status_label()
         self.task = TaskRunner(name="proofread_tools_task")
+        settings = compact(Container(widgets=[self.split_threshold, self.min_part, self.min_sheet], label=""))
         super().__init__(
             widgets=[
-                self.components, self.split_threshold, self.min_part, self.split_button, self.min_sheet,
-                Container(widgets=[self.bridges_button, self.undo_button], layout="horizontal", labels=False),
+                self.components, settings, row(self.split_button, self.bridges_button), row(self.undo_button),
                 self.message, self.task,
             ],
+            labels=False,
             label="",
         )  # fmt: skip
+        compact(self)
         self.task.visible = False
-        wrap_text(self.message)
         self._undo: np.ndarray | None = None
         for button, keep in ((self.components.delete_button, False), (self.components.keep_button, True)):
             button.changed.disconnect()
@@ -72,14 +77,21 @@ class ProofreadTools(Container):
         return np.array(self.owner.layer.data, copy=True)
 
     def delete_or_keep(self, keep: bool) -> Any:
-        """The components panel's delete / keep only, undoable."""
+        """The components panel's delete / keep (a background job), undoable once it has landed."""
         before = self._snapshot()
         if before is None:
             return None
-        result = self.components.edit(keep=keep)
-        if not np.array_equal(before, np.asarray(self.owner.layer.data)):
-            self._remember(before)
-        return result
+        layer = self.owner.layer
+
+        def landed(*_: Any) -> None:  # the next replacement of the labels: the panel's edit, if it still runs
+            layer.events.data.disconnect(landed)
+            if self.components.task.running:
+                self._remember(before)
+
+        worker = self.components.edit(keep=keep)
+        if worker is not None:  # its result reaches the GUI thread only after this returns: no race
+            layer.events.data.connect(landed)
+        return worker
 
     def _remember(self, before: np.ndarray) -> None:
         self._undo = before
@@ -134,7 +146,7 @@ class ProofreadTools(Container):
             "split component",
             lambda r: (
                 f"component {selected}: threshold {r.threshold:.3f} → {r.parts} parts, "
-                f"{r.removed:,} voxels cut"
+                f"{count(r.removed)} voxels cut"
             ),
         )
 
@@ -147,7 +159,8 @@ class ProofreadTools(Container):
             lambda labels: remove_diagonal_bridges(labels, min_sheet=min_sheet),
             "remove diagonal bridges",
             lambda r: (
-                f"{r.removed:,} voxels removed; components {r.components_before} → {r.components_after}"
+                f"{count(r.removed)} voxels removed; "
+                f"components {count(r.components_before)} → {count(r.components_after)}"
             ),
         )
 

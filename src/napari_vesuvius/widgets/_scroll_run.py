@@ -3,8 +3,11 @@
 The image layer must come from a zarr / OME-Zarr opened by this plugin (its ``metadata["path"]``):
 workers read the file themselves, never the layer. The output is an OME-Zarr pyramid at the chosen
 zarr path, created (or reopened to resume) in the background; it is added as a multiscale layer as
-soon as it exists and refreshed as blocks finish. Cancel stops submitting and leaves the output
-resumable: running again with the same settings finishes only the missing blocks.
+soon as it exists and refreshed as blocks finish; it records the models that made it
+(``_layers.MODELS``). Opening the output and, on cancel, shutting the cluster down happen in the job on
+the worker thread (the job's ``finally``); the GUI callbacks only update the layer and the log. Cancel
+stops submitting and leaves the output resumable: running again with the same settings finishes only
+the missing blocks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.widgets._layers import MODELS, probability_style
 
 if TYPE_CHECKING:
     from napari_vesuvius.core.inference.settings import SlidingWindowSettings
@@ -61,13 +65,14 @@ def start_block_run(
 
         yield Progress(0, 1, "loading the model(s) and opening the output")
         plan = prepare_scroll(source, target, specs, settings, ome=True)
-        state["output"] = (plan.output.location, len(plan.layout.levels))
+        location, count = plan.output.location, len(plan.layout.levels)
+        state["output"] = (location, open_levels(location, count))  # opened here, not on the GUI thread
         return (yield from iter_run_scroll(plan, scheduler=scheduler, workers=workers))
 
     def layer() -> Any:
         if state["layer"] is None and "output" in state:
-            location, count = state["output"]
-            levels = open_levels(location, count)
+            location, levels = state["output"]
+            count = len(levels)
             for stale in (name, f"{name} (partial)"):
                 if stale in widget.viewer.layers:
                     widget.viewer.layers.remove(stale)
@@ -75,12 +80,10 @@ def start_block_run(
                 levels if count > 1 else levels[0],
                 multiscale=count > 1,
                 name=name,
-                colormap="magma",
-                contrast_limits=(0, 255),
-                blending="additive",
                 scale=image_layer.scale,
                 translate=image_layer.translate,
-                metadata={"path": location, "kind": "ome-zarr"},
+                metadata={"path": location, "kind": "ome-zarr", MODELS: [spec.describe() for spec in specs]},
+                **probability_style(levels[0].dtype),
             )
         return state["layer"]
 

@@ -41,6 +41,7 @@ class Section(Container):
             name=name or "section_" + "".join(c if c.isalnum() else "_" for c in title.lower()),
             label="",
         )
+        self.label = ""  # magicgui drops label="" at construction: no "section …" label beside the header
         compact(self)
         compact(self.body, indent=8)
         self.header.native.setFlat(True)

@@ -28,10 +28,16 @@ class SlidingWindowSection(Container):
     """Edit the sliding-window settings; ``output_dtype``: also offer the output dtype."""
 
     def __init__(self, *, output_dtype: bool = False) -> None:
+        from napari_vesuvius.widgets._preferences import preference
+
         defaults = SlidingWindowSettings()
         device_choices = [DEVICES[0], "cpu", "cuda", "mps"]  # auto first, then the common choice
-        self.device = ComboBox(label="device", choices=device_choices, value=defaults.device)
-        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value=defaults.precision)
+        # napari › Preferences › Vesuvius Surface Detection › Inference gives the defaults
+        device, precision = preference("device"), preference("precision")
+        device = device if device in device_choices else defaults.device
+        precision = precision if precision in PRECISIONS else defaults.precision
+        self.device = ComboBox(label="device", choices=device_choices, value=device)
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value=precision)
         self.step = FloatSpinBox(
             label="step",
             min=0.1,

@@ -1,16 +1,22 @@
 """The settings form of the Train widget: data (folder or layer pairs), model, schedule, run folder.
 
-:meth:`TrainForm.build_config` turns the form into the exact
+The form itself holds what a run needs at a glance (data, model, start-from checkpoint, epochs); the
+details sit in collapsed :class:`~napari_vesuvius.widgets._sections.Section` s the widget places below its
+buttons (:attr:`TrainForm.sections`): schedule, augmentation, run folder. An empty run folder means a new
+``train-<date>-<time>`` folder in the *runs folder* preference (napari Preferences › napari-vesuvius),
+else in ``~/napari-vesuvius-runs``. :meth:`TrainForm.build_config` turns the form into the exact
 :class:`~napari_vesuvius.core.training.config.TrainConfig` the training process runs.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -24,6 +30,7 @@ from magicgui.widgets import (
 )
 
 from napari_vesuvius.core.errors import VesuviusError
+from napari_vesuvius.widgets._sections import Section, compact, row
 
 if TYPE_CHECKING:
     import napari
@@ -35,8 +42,10 @@ FOLDER, LAYERS = "dataset folder", "open layers"
 SETTING_NAMES = [
     "data_source", "data_folder", "model_preset", "init", "patch_z", "patch_y", "patch_x", "epochs",
     "iterations_per_epoch", "batch_size", "optimizer", "lr", "device", "val_fraction", "score_every",
-    "threads", "max_minutes", "run_dir",
+    "threads", "max_minutes", "augment", "run_dir",
 ]  # fmt: skip
+#: where new run folders go when the *runs folder* preference is empty
+DEFAULT_RUNS_FOLDER = Path("~/napari-vesuvius-runs")
 
 
 def path_or_none(value: Any) -> Path | None:
@@ -62,9 +71,7 @@ class TrainForm(Container):
         self.labels_layer = ComboBox(label="labels", choices=self._layer_choices("Labels"), nullable=True)
         self.add_pair_button = PushButton(text="Add pair")
         self.clear_pairs_button = PushButton(text="Clear pairs")
-        self.pair_buttons = Container(
-            widgets=[self.add_pair_button, self.clear_pairs_button], layout="horizontal", labels=False
-        )
+        self.pair_buttons = row(self.add_pair_button, self.clear_pairs_button)
         self.pairs_view = TextEdit(label="pairs", value="")
         self.pairs_view.native.setReadOnly(True)
         self.pairs_view.native.setMaximumHeight(60)
@@ -82,6 +89,7 @@ class TrainForm(Container):
             widgets=[self.patch_z, self.patch_y, self.patch_x], layout="horizontal", label="patch (Z Y X)",
             labels=False,
         )  # fmt: skip
+        compact(self.patch)
         self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=100)
         self.iterations_per_epoch = SpinBox(label="iterations / epoch", min=1, max=1_000_000, value=250)
         self.total_label = Label(label="total", value="")
@@ -103,20 +111,37 @@ class TrainForm(Container):
             tooltip="stop after this many minutes (validation included; the learning rate decays to it); "
             "0 = no limit, the run does every epoch",
         )  # fmt: skip
+        self.augment = CheckBox(
+            text="augment patches", value=True,
+            tooltip="random mirrors, 90° turns, small rotations and scaling, brightness, contrast, gamma, "
+            "noise and blur of the CT (off: the patches as they are)",
+        )  # fmt: skip
         self.run_dir = FileEdit(
             label="run folder",
             mode="d",
-            tooltip="a new folder for a new run; an existing run folder to resume",
+            tooltip="empty: a new folder in the runs folder; an existing run folder to resume or follow",
         )
+        self.runs_note = Label(value="")
+        self.runs_note.native.setWordWrap(True)
         super().__init__(
             widgets=[
                 self.data_source, self.data_folder, self.image, self.labels_layer, self.pair_buttons,
-                self.pairs_view, self.model_preset, self.init, self.init_folder, self.patch, self.epochs,
-                self.iterations_per_epoch, self.total_label, self.batch_size, self.optimizer, self.lr,
-                self.device, self.val_fraction, self.score_every, self.threads, self.max_minutes,
-                self.run_dir,
+                self.pairs_view, self.model_preset, self.init, self.epochs,
             ]
         )  # fmt: skip
+        compact(self)
+        #: the collapsed details, placed by the widget below its buttons
+        self.schedule_section = Section(
+            "Schedule and model details",
+            [
+                self.iterations_per_epoch, self.total_label, self.patch, self.batch_size, self.optimizer,
+                self.lr, self.device, self.val_fraction, self.score_every, self.threads, self.max_minutes,
+                self.init_folder,
+            ],
+        )  # fmt: skip
+        self.augment_section = Section("Augmentation", [self.augment], labels=False)
+        self.run_section = Section("Run folder", [self.run_dir, self.runs_note])
+        self.sections = [self.schedule_section, self.augment_section, self.run_section]
         self.pairs: list[tuple[Any, Any]] = []  # (image layer, labels layer)
 
     def connect(self) -> None:
@@ -140,6 +165,7 @@ class TrainForm(Container):
         self._show_source()
         self._show_total()
         self._show_lr_default()
+        self._show_runs_folder()
         self.reset_choices()
 
     # -- choices & pairs ---------------------------------------------------------------------------
@@ -172,6 +198,10 @@ class TrainForm(Container):
         self.total_label.value = (
             f"{total:,} iterations ({self.epochs.value} × {self.iterations_per_epoch.value})"
         )
+
+    def _show_runs_folder(self) -> None:
+        self.runs_note.value = f"empty: a new run folder in {runs_folder()}"
+        self.run_dir.native.setToolTip(self.runs_note.value)
 
     def _show_lr_default(self, *_: Any) -> None:
         from napari_vesuvius.core.training.config import OPTIMIZER_DEFAULTS
@@ -214,6 +244,15 @@ class TrainForm(Container):
         run_dir = path_or_none(self.run_dir.value)
         return None if run_dir is None else run_dir.resolve()
 
+    def new_run_folder(self) -> Path:
+        """A new, not yet existing ``train-<date>-<time>`` folder in the runs folder."""
+        base = runs_folder() / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, count = base, 1
+        while path.exists():
+            count += 1
+            path = base.with_name(f"{base.name}-{count}")
+        return path
+
     def build_config(self, pairs: list[tuple[Path, Path]] | None = None) -> Any:
         """The :class:`TrainConfig` of the form: the dataset folder, or ``pairs`` (saved layer files)."""
         from napari_vesuvius.core.training.config import TrainConfig, TrainConfigError
@@ -229,6 +268,8 @@ class TrainForm(Container):
             if folder is None:
                 raise TrainConfigError("choose a dataset folder")
             data = (str(folder.resolve()),)
+        from napari_vesuvius.core.training.config import AugmentConfig
+
         init = path_or_none(self.init.value)
         return TrainConfig(
             epochs=int(self.epochs.value), iterations_per_epoch=int(self.iterations_per_epoch.value),
@@ -239,4 +280,13 @@ class TrainForm(Container):
             init=None if init is None else str(init.resolve()), device=self.device.value,
             optimizer=self.optimizer.value, lr=lr, score_every=int(self.score_every.value),
             torch_threads=int(self.threads.value), max_minutes=float(self.max_minutes.value),
+            augment=AugmentConfig() if self.augment.value else AugmentConfig.none(),
         )  # fmt: skip
+
+
+def runs_folder() -> Path:
+    """Where new run folders go: the *runs folder* preference, else :data:`DEFAULT_RUNS_FOLDER`."""
+    from napari_vesuvius.widgets._preferences import preference
+
+    chosen = str(preference("runs_folder") or "").strip()
+    return (Path(chosen) if chosen else DEFAULT_RUNS_FOLDER).expanduser().resolve()

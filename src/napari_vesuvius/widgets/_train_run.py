@@ -1,5 +1,7 @@
-"""Helpers of the Train widget that do not touch Qt: layers saved as training data, a run started by an
-earlier napari session, and the progress line (rate and ETA).
+"""Helpers of the Train widget that do not touch Qt: layers saved as training data.
+
+(Following a run — a run started by an earlier session, the progress line with rate and ETA — is
+:mod:`._training_follower` and :mod:`napari_vesuvius.core.training.monitor`.)
 
 Layers are saved in the run folder's ``data/`` in the challenge layout
 (``data/train_images/<name>.tif`` + ``data/train_labels/<name>.tif``, ``<name>`` from the image layer),
@@ -8,10 +10,7 @@ so the run stays self-contained and resumable after napari is closed.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import numpy as np
 from napari_vesuvius.core.errors import DatasetError
 from napari_vesuvius.core.labels import IGNORE
 from napari_vesuvius.core.progress import Progress
-from napari_vesuvius.core.training.process import running_pid
 
 DATA_DIR = "data"
 
@@ -92,74 +90,3 @@ def save_pairs_job(
             yield Progress(2 * index + 1, total, f"saving {label_name}")
     yield Progress(total, total, "data saved")
     return list(targets)
-
-
-class AttachedRun:
-    """A training process started by an earlier napari session, known only by its pid (POSIX).
-
-    Offers the part of :class:`~napari_vesuvius.core.training.process.TrainingProcess` the widget uses.
-    """
-
-    def __init__(self, run_dir: Path, pid: int) -> None:
-        self.run_dir, self.pid = run_dir, pid
-
-    @property
-    def running(self) -> bool:
-        return running_pid(self.run_dir) == self.pid
-
-    def poll(self) -> int | None:
-        """None while it runs; the exit code is unknown to us (the metrics log says how it ended)."""
-        return None if self.running else -1
-
-    def cancel(self) -> None:
-        """SIGTERM: the run saves a checkpoint and its state, then exits."""
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, signum: int) -> None:
-        """Signal the run only while ``train.pid`` still identifies it (pid and start time): never a
-        process that reused the pid."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):  # it exited in between
-                os.kill(self.pid, signum)
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        from napari_vesuvius.core.training.rundir import TRAIN_LOG
-
-        try:
-            return (self.run_dir / TRAIN_LOG).read_bytes()[-max_chars:].decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-def recent_rate(records: Sequence[dict[str, Any]], window_s: float = 120.0) -> float | None:
-    """Iterations per second over the last ``window_s`` seconds of the current session's records."""
-    points: list[tuple[float, int]] = []
-    for record in records:
-        if record.get("event") == "started":
-            points = []  # a resumed session restarts the clock
-        elapsed, iteration = record.get("elapsed"), record.get("iteration")
-        timed = isinstance(elapsed, int | float) and isinstance(iteration, int)
-        if record.get("event") in ("progress", "epoch_end") and timed:
-            points.append((float(elapsed), iteration))
-    if len(points) < 2:
-        return None
-    end_time, end_iteration = points[-1]
-    start_time, start_iteration = next(
-        ((t, i) for t, i in points if end_time - t <= window_s and t < end_time), points[-2]
-    )
-    if end_time <= start_time or end_iteration <= start_iteration:
-        return None
-    return (end_iteration - start_iteration) / (end_time - start_time)
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1:02:03``, ``4:05`` or ``?``."""
-    if seconds is None or not np.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = round(float(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

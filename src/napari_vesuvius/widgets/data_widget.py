@@ -1,15 +1,26 @@
-"""Data dock widget: open a volume or a challenge dataset folder and browse its volumes by id."""
+"""Data step: open a volume or a challenge dataset folder and browse its volumes by id.
+
+Responsiveness: opening a dataset folder (csv reading, id listing) and reading a volume's layers (file
+headers, contrast limits from the reader's metadata, napari's one-time warm-up) run in the TaskRunner's
+worker; only the layer updates run on the GUI thread. Browsing updates the image and label layers in
+place (:class:`~._data_layers.LayerSlots`); a test id hides and empties the label layer. A newer request
+supersedes an older one: while a volume loads, further next/previous clicks keep only the latest id,
+and a stale result is dropped. A failed open keeps the dataset, its ids and the layers shown.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, TextEdit
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, TextEdit, Widget
 
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._data_layers import EXPECTED, LayerSlots, open_job, volume_job
+from napari_vesuvius.widgets._format import count
+from napari_vesuvius.widgets._sections import Section, compact, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
@@ -21,44 +32,51 @@ class DataWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
         self.viewer = napari_viewer
-        self.path = FileEdit(
-            label="path", mode="d", tooltip="a .tif/.zarr volume or a challenge dataset folder"
-        )
-        self.open_file_button = PushButton(text="Open file…")
-        self.open_button = PushButton(text="Open")
+        self.path = FileEdit(label="path", mode="d", tooltip=EXPECTED)
+        self.open_button = PushButton(text="Open", tooltip="open the path above")
+        self.open_file_button = PushButton(text="Open file…", tooltip="choose a .tif/.tiff volume")
         # choices come from a callable: napari calls reset_choices() on docked widgets whenever layers change
         self.volume_id = ComboBox(
             label="volume id", choices=self._id_choices, tooltip="volumes of the open dataset folder"
         )
         self.previous_button = PushButton(text="◀ previous")
         self.next_button = PushButton(text="next ▶")
-        self.show_ignore = PushButton(text="hide ignore (2)")
+        self.message = status_label()
+        self.task = TaskRunner(name="data_task")
         self.info = TextEdit(value="", label="info")
         self.info.native.setReadOnly(True)
-        self.count_button = PushButton(text="Count label values")
-        self.message = Label(value="")
-        self.task = TaskRunner(name="data_task")
-        browse = Container(
-            widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False
+        self.info.native.setMaximumHeight(110)
+        self.show_ignore = PushButton(text="hide ignore (2)", tooltip="show or hide label 2 (ignore)")
+        self.count_button = PushButton(text="Count label values", tooltip="voxels per label value")
+        self.counts = status_label()
+        self.details = Section(
+            "Volume info",
+            [self.info, row(self.show_ignore, self.count_button), self.counts],
+            expanded=True,
+            labels=False,
         )
         super().__init__(
             widgets=[
                 self.path,
-                Container(
-                    widgets=[self.open_button, self.open_file_button], layout="horizontal", labels=False
-                ),
+                row(self.open_button, self.open_file_button),
                 self.volume_id,
-                browse,
-                self.show_ignore,
-                self.info,
-                self.count_button,
+                row(self.previous_button, self.next_button),
                 self.message,
                 self.task,
+                self.details,
             ]
         )
+        compact(self)
+        self.native.layout().addStretch(1)  # spare height below the controls, not between them
         self.dataset: Any = None
-        self._dataset_layers: list[Any] = []
+        self.slots = LayerSlots(napari_viewer)
         self._ignore_visible = True
+        # scheduling: one job at a time; of the requests that arrive meanwhile only the newest of each
+        # kind waits ("open" before "show"); results of superseded requests are dropped (tokens)
+        self._tokens = {"open": 0, "show": 0}
+        self._pending: dict[str, Callable[[], None]] = {}
+        self._job = ""  # kind of the running job: "open", "show" or "count"
+        self._shown_id: str | None = None  # the dataset id whose layers are shown
         self.settings = WidgetSettings("data", enabled=persist)
         self.settings.bind(self, ["path"])
 
@@ -69,6 +87,59 @@ class DataWidget(Container):
         self.next_button.changed.connect(lambda: self.step(+1))
         self.show_ignore.changed.connect(self.toggle_ignore)
         self.count_button.changed.connect(self.count_label_values)
+
+    def primary_controls(self) -> list[Widget]:
+        """The controls of the step's main action (open, choose and browse volumes, its status)."""
+        return [
+            self.path,
+            self.open_button,
+            self.open_file_button,
+            self.volume_id,
+            self.previous_button,
+            self.next_button,
+            self.message,
+            self.task,
+        ]
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs or a request waits for the runner."""
+        return self.task.running or bool(self._pending)
+
+    @property
+    def _dataset_layers(self) -> list[Any]:
+        """The layers this step shows (image first, then labels)."""
+        return self.slots.layers()
+
+    # -- scheduling ------------------------------------------------------------------------------
+    def _submit(self, kind: str, start: Callable[[], None]) -> None:
+        """Start a job now, or (runner busy) keep it as the pending request of its kind, replacing an
+        older one. An open supersedes a waiting load; a running label count is cancelled (it counts a
+        volume about to be replaced)."""
+        if kind == "open":
+            self._pending.pop("show", None)
+        if not self.task.running:
+            self._job = kind
+            # opening and browsing take about a second: kept out of napari's activity dock (a bar per
+            # click); the inline bar shows them. Counting reads a whole volume: it goes to the dock.
+            self.task.activity = kind == "count"
+            start()
+            return
+        self._pending[kind] = start
+        if self._job == "count":
+            self.task.cancel()
+
+    def _on_finished(self) -> None:
+        self._job = ""
+        for kind in ("open", "show"):
+            start = self._pending.pop(kind, None)
+            if start is not None:
+                self._submit(kind, start)
+                return
+
+    @property
+    def _opening(self) -> bool:
+        return self._job == "open" or "open" in self._pending
 
     # -- opening ---------------------------------------------------------------------------------
     def _choose_file(self) -> None:
@@ -82,53 +153,63 @@ class DataWidget(Container):
             self.open_path(filename)
 
     def open_path(self, path: str | Path) -> None:
-        """Open a dataset folder (browse by id) or a single volume (TIFF / zarr / OME-Zarr)."""
-        from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
-        from napari_vesuvius.core.errors import VesuviusError
+        """Open a dataset folder (browse by id) or a single volume (TIFF / zarr / OME-Zarr) in the background.
 
-        path = Path(path)
-        try:
-            if path.is_dir() and is_dataset_folder(path):
-                self.dataset = ChallengeDataset.open(path)
-                ids = self._id_choices()
-                self.volume_id.reset_choices()
-                self.message.value = (
-                    f"dataset: {len(self.dataset.train_ids)} train, {len(self.dataset.test_ids)} test"
-                )
-                if ids:
-                    if self.volume_id.value == ids[0]:
-                        self.show_volume(ids[0])
-                    else:
-                        self.volume_id.value = ids[0]
-            else:
-                self.dataset = None
-                self.volume_id.reset_choices()
-                self._replace_layers(self._read_layers(path))
-        except (VesuviusError, OSError) as error:
-            self._report_error(error)
+        A failed open keeps the dataset, id list and layers already shown.
+        """
+        self._tokens["open"] += 1
+        token, path = self._tokens["open"], Path(path)
 
-    def _read_layers(self, path: Path) -> list[Any]:
-        from napari.layers import Layer
+        def finished() -> None:
+            self._on_finished()
+            self._resync()
 
-        from napari_vesuvius._reader import napari_get_reader
-        from napari_vesuvius.core.errors import VolumeError
-
-        reader = napari_get_reader(str(path))
-        if reader is None:
-            raise VolumeError(
-                path, "not a volume this plugin can open (expected .tif/.tiff, zarr or OME-Zarr)"
+        def start() -> None:
+            self.message.value = f"opening {path.name or path} …"
+            self.task.start(
+                lambda: open_job(path),
+                description="open",
+                on_result=lambda result: self._opened(token, path, *result),
+                on_error=self._report_error,
+                on_finished=finished,
             )
-        return [Layer.create(data, meta, layer_type) for data, meta, layer_type in reader(str(path))]
 
-    def _replace_layers(self, layers: list[Any]) -> None:
-        for layer in self._dataset_layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self._dataset_layers = []
-        for layer in layers:
-            self._dataset_layers.append(self.viewer.add_layer(layer))
-        self._apply_ignore_visibility()
-        self.describe()
+        self._submit("open", start)
+
+    def _opened(self, token: int, path: Path, dataset: Any, layers: list[Any], problem: str) -> None:
+        if token != self._tokens["open"]:
+            return  # a newer open superseded this one
+        self._tokens["show"] += 1  # a load of the old dataset still under way is stale now
+        self.dataset = dataset
+        with self.volume_id.changed.blocked():
+            self.volume_id.reset_choices()
+        if dataset is None:  # a single volume: its layers replace the dataset's
+            self._shown_id = None
+            self._show_layers(layers)
+            self.message.value = f"opened {path.name}"
+            return
+        ids = self._id_choices()
+        summary = f"dataset: {len(dataset.train_ids)} train, {len(dataset.test_ids)} test"
+        if ids:
+            with self.volume_id.changed.blocked():
+                self.volume_id.value = ids[0]
+        self._shown_id = ids[0] if ids and layers else None
+        self._show_layers(layers, browsing=True)
+        if problem:  # the folder opened, its first volume did not: say so once (the job succeeded)
+            from napari.utils.notifications import show_error
+
+            self.message.value = f"{summary} · error: {problem}"
+            show_error(problem)
+        else:
+            self.message.value = f"{summary} · {self._describe_id(ids[0])}" if ids else f"{summary}: empty"
+
+    def _resync(self) -> None:
+        """After an open that failed or was superseded: load the id the list shows, if it is not shown."""
+        value = self.volume_id.value
+        if self._opening or self._job == "show":
+            return  # a newer request decides what is shown
+        if self.dataset is not None and value is not None and value != self._shown_id:
+            self.show_volume(value)
 
     # -- browsing --------------------------------------------------------------------------------
     def _id_choices(self, *_: Any) -> list[str]:
@@ -140,19 +221,39 @@ class DataWidget(Container):
             self.show_volume(volume_id)
 
     def show_volume(self, volume_id: str) -> None:
-        """Show the image (and label, for training ids) of one dataset volume."""
-        from napari_vesuvius.core.errors import VesuviusError
+        """Show the image (and label, for training ids) of one dataset volume; read in the background."""
+        if self._opening:
+            return  # the open under way replaces the id list (or, failing, reloads the chosen id)
+        self._tokens["show"] += 1
+        token, dataset = self._tokens["show"], self.dataset
 
-        try:
-            layers = self._read_layers(Path(self.dataset.image_path(volume_id)))
-            label_path = self.dataset.label_path(volume_id)
-            if label_path is not None:
-                layers += self._read_layers(Path(label_path))
-            self._replace_layers(layers)
-            split = "train" if label_path is not None else "test"
-            self.message.value = f"{volume_id} ({split}, scroll {self.dataset.scroll_id(volume_id)})"
-        except (VesuviusError, OSError) as error:
-            self._report_error(error)
+        def shown(layers: list[Any]) -> None:
+            if token != self._tokens["show"]:
+                return  # the user moved on; the newest request is pending
+            self._shown_id = volume_id
+            self._show_layers(layers, browsing=True)
+            self.message.value = self._describe_id(volume_id)
+
+        def start() -> None:
+            self.task.start(
+                lambda: volume_job(dataset, volume_id),
+                description=f"volume {volume_id}",
+                on_result=shown,
+                on_error=self._report_error,
+                on_finished=self._on_finished,
+            )
+
+        self.message.value = f"loading {volume_id} …"
+        self._submit("show", start)
+
+    def _describe_id(self, volume_id: str) -> str:
+        ids = self._id_choices()
+        where = f"{ids.index(volume_id) + 1}/{len(ids)}" if volume_id in ids else ""
+        split = "train" if self.dataset.label_path(volume_id) is not None else "test"
+        scroll = self.dataset.scroll_id(volume_id)
+        return " · ".join(
+            part for part in (volume_id, split, f"scroll {scroll}" if scroll else "", where) if part
+        )
 
     def step(self, offset: int) -> None:
         """Go to the previous (-1) or next (+1) volume id, wrapping around."""
@@ -163,32 +264,22 @@ class DataWidget(Container):
         self.volume_id.value = choices[(current + offset) % len(choices)]
 
     # -- display ---------------------------------------------------------------------------------
+    def _show_layers(self, layers: list[Any], browsing: bool = False) -> None:
+        self.slots.show(layers, hide_ignore=not self._ignore_visible, browsing=browsing)
+        self.describe()
+
     def toggle_ignore(self) -> None:
         """Show or hide the ignore label (2) in the label layers, keeping surface visible."""
         self._ignore_visible = not self._ignore_visible
         self.show_ignore.text = "hide ignore (2)" if self._ignore_visible else "show ignore (2)"
-        self._apply_ignore_visibility()
-
-    def _apply_ignore_visibility(self) -> None:
-        from napari.layers import Labels
-        from napari.utils.colormaps import DirectLabelColormap
-
-        from napari_vesuvius.core.labels import IGNORE, LABEL_COLORS
-
-        for layer in self._label_layers():
-            colors = dict(LABEL_COLORS)
-            if not self._ignore_visible:
-                colors[IGNORE] = (0.0, 0.0, 0.0, 0.0)
-            if isinstance(layer, Labels):
-                layer.colormap = DirectLabelColormap(color_dict=colors)
+        self.slots.set_ignore_hidden(not self._ignore_visible)
 
     def _label_layers(self) -> list[Any]:
-        from napari.layers import Labels
-
-        return [layer for layer in self._dataset_layers if isinstance(layer, Labels)]
+        return self.slots.label_layers()
 
     def describe(self) -> None:
         """Show shape, dtype and chunking of every layer just opened (no pixel data read)."""
+        self.counts.value = ""
         lines = []
         for layer in self._dataset_layers:
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
@@ -203,28 +294,33 @@ class DataWidget(Container):
         if not labels:
             self.message.value = "no label layer to count"
             return
+        if self.task.running:
+            self.message.value = "wait for the volume to load, then count"
+            return
         layer = labels[0]
         data = layer.data[0] if layer.multiscale else layer.data
 
         def job() -> Generator[Progress, None, dict[int, int]]:
-            from napari_vesuvius.core.volume.io import label_counts
+            from napari_vesuvius.core.volume.io import iter_label_counts
 
-            yield Progress(0, 1, f"counting {layer.name}")
-            counts = label_counts(data)
-            yield Progress(1, 1, "counted")
-            return counts
+            return (yield from iter_label_counts(data))
 
         def show(counts: dict[int, int]) -> None:
+            if layer not in self._dataset_layers:
+                return  # another volume is shown now
             total = sum(counts.values()) or 1
             text = ", ".join(
-                f"{value}: {count} ({100 * count / total:.1f}%)" for value, count in sorted(counts.items())
+                f"{value}: {count(n)} ({100 * n / total:.1f}%)" for value, n in sorted(counts.items())
             )
-            self.info.value = self.info.value + f"\n{layer.name} value counts: {text}"
+            self.counts.value = f"value counts: {text}"
 
-        self.task.start(job, description="count labels", on_result=show)
+        self._submit(
+            "count",
+            lambda: self.task.start(
+                job, description="count labels", on_result=show, on_finished=self._on_finished
+            ),
+        )
 
     def _report_error(self, error: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
+        # the TaskRunner already showed the notification; the message line keeps it in view
         self.message.value = f"error: {error}"
-        show_error(str(error))

@@ -1,42 +1,43 @@
 """Inference dock widget: run built-in or nnU-Net models over an image layer in the background.
 
-The probability layer appears at once and fills in as batches of tiles finish; Cancel stops within one
-batch and the layer is renamed ``(partial)`` so an incomplete result is never taken for a finished one.
-The probability stays in its layer (or a zarr store) so the Tune widget re-thresholds it without
-re-running the network. *Blocks on a dask cluster* runs a zarr-backed image block by block into a
-resumable OME-Zarr (see ``_scroll_run.py``), shown as a multiscale layer while it fills.
+The form holds what a run needs (image, model, Run, progress); the ensemble, sliding-window settings,
+zarr output, block-wise cluster options and the log sit in collapsed sections. Everything slow happens
+in the job, on the worker thread: importing torch, reading the checkpoints' own clean-up, creating the
+(zarr) output and removing a cancelled partial store. The job allocates the output first and the
+probability layer is added from the first progress report, then refreshed every two seconds while
+the engine writes finished slabs and a preview of the row of tiles in progress. Cancel stops within
+one batch and the layer is renamed ``(partial)`` so an incomplete result is never taken for a finished
+one. The layer records the models that made it (``_layers.MODELS``), so Retrain fine-tunes those.
+*Blocks on a dask cluster* runs a zarr-backed image block by block into a resumable OME-Zarr (see
+``_scroll_run.py``), shown as a multiscale layer while it fills.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    Label,
-    LineEdit,
-    PushButton,
-    SpinBox,
-    TextEdit,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, SpinBox, TextEdit
 
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, layer_array
+from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, MODELS, layer_array, probability_style
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
+from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 from napari_vesuvius.widgets._sliding_window_section import SlidingWindowSection
 
 if TYPE_CHECKING:
     import napari
 
-#: refresh the growing probability layer at most this often (seconds)
-REFRESH_INTERVAL_S = 0.3
+#: refresh the growing probability layer at most this often (seconds); each refresh redraws the canvas
+REFRESH_INTERVAL_S = 2.0
+#: the engine writes a preview of the row of tiles in progress at most this often (seconds)
+PREVIEW_INTERVAL_S = 2.0
+#: pass the engine's per-batch reports on to the GUI at most this often (each one repaints the dock)
+REPORT_INTERVAL_S = 1.0
 #: on cancel or failure a zarr output's partial store is removed; up to this size the layer keeps a copy
 KEEP_PARTIAL_BYTES = 2**30
 
@@ -48,38 +49,78 @@ class InferenceWidget(Container):
         self.viewer = napari_viewer
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.models = ModelPicker()
+        # model path, nnU-Net folder, folds and checkpoint are primary inputs: they sit in the form; the
+        # picker keeps weight, Add/Clear and the ensemble list, in the collapsed Ensemble section
+        self.model, self.folds, self.checkpoint = self.models.model, self.models.folds, self.models.checkpoint
+        for widget in (self.model, self.models.model_folder, self.folds, self.checkpoint):
+            self.models.remove(widget)
+        self.models.ensemble.native.setMaximumHeight(80)
         self.window = SlidingWindowSection(output_dtype=True)
         # the section's controls, under the names the dock has always had
         self.device, self.precision, self.step = self.window.device, self.window.precision, self.window.step
         self.batch_size, self.output_dtype = self.window.batch_size, self.window.output_dtype
         self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
-        self.replace_zarr = CheckBox(text="replace an existing zarr output (never an open layer's file)")
-        self.cluster = CheckBox(text="blocks on a dask cluster (zarr image → OME-Zarr, resumable)")
+        self.replace_zarr = CheckBox(
+            text="replace an existing output",
+            tooltip="replace an existing zarr store at this path (never a file a layer was opened from)",
+        )
+        self.cluster = CheckBox(
+            text="run block-wise on a dask cluster",
+            tooltip="a zarr-backed image → a resumable OME-Zarr at the zarr output, block by block",
+        )
         self.workers = SpinBox(
             label="workers", min=0, max=256, value=0, tooltip="0 = one per GPU, else cores/4"
         )
         self.scheduler = LineEdit(
             label="scheduler", value="", tooltip="dask scheduler address; empty = local"
         )
-        self.run_button = PushButton(text="Run")
-        self.message = Label(value="")
-        self.log = TextEdit(label="log", value="")
+        self.run_button = primary_button("Run", tooltip="predict the surface probability of the image")
+        self.message = status_label()
+        self.log = TextEdit(value="")
         self.log.native.setReadOnly(True)
+        self.log.native.setMinimumHeight(60)
         self.task = TaskRunner(name="inference_task")
+        self.form = compact(
+            Container(
+                widgets=[
+                    self.image, self.model, row(self.models.model_folder), self.folds, self.checkpoint,
+                ]
+            )
+        )  # fmt: skip
+        self.ensemble_section = Section(
+            "Ensemble", [self.models], labels=False, tooltip="several models with weights, averaged"
+        )
+        self.window_section = Section(
+            "Sliding window (device, precision, step, TTA)", [self.window], labels=False
+        )
+        self.output_section = Section("Zarr output", [self.output_zarr, self.replace_zarr])
+        self.cluster_section = Section(
+            "Block-wise (dask cluster)", [self.cluster, self.workers, self.scheduler]
+        )
+        self.log_section = Section("Log", [self.log], labels=False)
         super().__init__(
             widgets=[
-                self.image, self.models, self.window, self.output_zarr, self.replace_zarr, self.cluster,
-                self.workers, self.scheduler, self.run_button, self.message, self.task, self.log,
-            ]
+                self.form, self.run_button, self.task, self.message, self.ensemble_section,
+                self.window_section, self.output_section, self.cluster_section, self.log_section,
+            ],
+            labels=False,
         )  # fmt: skip
+        self.native.layout().addStretch(1)  # spare height at the bottom, not between the controls
         self._last_refresh = 0.0
         self.last_result: Any = None
+        #: the probability layer of the latest in-memory run (None until the job has allocated it)
+        self.layer: Any = None
         self.settings = WidgetSettings("inference", enabled=persist)
         self.settings.bind(self.models, PERSISTED)
         self.settings.bind(self.window, self.window.persisted)
         self.models.add_button.changed.connect(self.add_member)
+        self.models.clear_button.changed.connect(self._show_ensemble_size)
         self.run_button.changed.connect(self.run)
         self.reset_choices()
+
+    def primary_controls(self) -> list[Any]:
+        """What a run needs: image, model (nnU-Net folds, checkpoint), Run, progress and the message."""
+        return [self.image, self.model, self.folds, self.checkpoint, self.run_button, self.task, self.message]
 
     # -- choices & models ------------------------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -96,10 +137,23 @@ class InferenceWidget(Container):
             self.models.add_member()
         except ValueError as error:
             self.message.value = str(error)
+        self._show_ensemble_size()
+
+    def _show_ensemble_size(self, *_: Any) -> None:
+        count = len(self.models.members)
+        section = self.ensemble_section
+        section.title = f"Ensemble ({count} models)" if count else "Ensemble"
+        section.expanded = section.expanded  # redraw the header
+        if count:
+            self.message.value = f"the ensemble of {count} models runs instead of the model above"
 
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> Any:
-        """Load the model(s) and run the sliding window in the background; returns the worker."""
+        """Run the model(s) over the image in the background; returns the worker (None: message set).
+
+        Only cheap checks happen here; the job imports torch, reads the checkpoints and creates the
+        output, and the probability layer is added when the job reports the output exists.
+        """
         if self.task.running:
             self.message.value = "inference is already running"
             return None
@@ -108,140 +162,162 @@ class InferenceWidget(Container):
             return None
         try:
             specs = self.models.specs()
+            window = self.window.settings()  # SettingsError is a ValueError
         except ValueError as error:
             self.message.value = str(error)
             return None
         image_layer = self.image.value
-        from napari_vesuvius.core.errors import VesuviusError
-
-        try:
-            window = self.window.settings()
-        except ValueError as error:  # SettingsError
-            self.message.value = str(error)
-            return None
         if self.cluster.value:
             from ._scroll_run import start_block_run
 
             return start_block_run(self, image_layer, specs, window.replace(output_dtype="uint8"))
+        self.message.value = ""
         volume = layer_array(image_layer)
         name = f"{image_layer.name} probability"
-        try:
-            output, pending = self._make_output(tuple(volume.shape), window, [spec.path for spec in specs])
-        except VesuviusError as error:
-            self.message.value = str(error)
-            return None
-        layer = self._probability_layer(name, output, image_layer, _stored_clean_up(specs))
+        target = str(self.output_zarr.value or "").strip()
+        target = "" if target == "." else target
+        # files the zarr output may not replace: every layer's file and the models (checked in the job)
+        opened = [getattr(layer.source, "path", None) for layer in self.viewer.layers]
+        opened += [layer.metadata.get("path") for layer in self.viewer.layers]
+        inputs = [*opened, *(spec.path for spec in specs)]
+        replace = bool(self.replace_zarr.value)
         # errors and conversion notices name the layer's file, else the layer
         source = (
             image_layer.metadata.get("path")
             or getattr(image_layer.source, "path", None)
             or f"layer {image_layer.name!r}"
         )
+        described = [spec.describe() for spec in specs]
+        state: dict[str, Any] = {}
+        self.layer = None
 
         def job() -> Generator[Progress, None, Any]:
-            from napari_vesuvius.core.inference.engine import predict_volume
-            from napari_vesuvius.core.inference.models import load_models
+            output, pending = _make_output(target, tuple(volume.shape), window.output_dtype, inputs, replace)
+            state["output"] = output
+            try:
+                yield Progress(0, 1, "loading the model(s)")  # the GUI adds the layer now
+                state["clean_up"] = _stored_clean_up(specs)
+                from napari_vesuvius.core.inference.engine import predict_volume
+                from napari_vesuvius.core.inference.models import load_models
 
-            members = []
-            for index, spec in enumerate(specs):
-                yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {spec.path.name}")
-                members += load_models([spec])
-            result = yield from predict_volume(volume, members, window, output=output, source=source)
-            if pending is not None:
-                pending.publish()  # in the worker: a large store is renamed, never copied
-            return result
+                members = []
+                for index, spec in enumerate(specs):
+                    yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {spec.path.name}")
+                    members += load_models([spec])
+                result = yield from predict_volume(
+                    volume, members, window, output=output, source=source, preview_s=PREVIEW_INTERVAL_S
+                )
+                if pending is not None:
+                    pending.publish()  # in the worker: a large store is renamed, never copied
+                    result.probability = pending.open_published()
+                    state["where"] = f" → {pending.target}"
+                return result
+            finally:  # cancelled or failed: a zarr output's partial store goes, a small copy stays
+                if pending is not None and not pending.published:
+                    if output.nbytes <= KEEP_PARTIAL_BYTES:
+                        state["partial"] = np.asarray(output[...])
+                    pending.discard()
+
+        def layer() -> Any:
+            """The probability layer, added once the job has allocated the output."""
+            if self.layer is None and "output" in state:
+                self.layer = self._probability_layer(name, state["output"], image_layer, described)
+            current = self.layer
+            if current is not None and state.get("clean_up") and MODEL_POSTPROCESS not in current.metadata:
+                current.metadata[MODEL_POSTPROCESS] = state["clean_up"]
+            return current
 
         def progress(report: Progress) -> None:
-            import time
-
             now = time.perf_counter()
-            if now - self._last_refresh > REFRESH_INTERVAL_S or report.done >= report.total:
+            current = layer()
+            if current is not None and now - self._last_refresh > REFRESH_INTERVAL_S:
                 self._last_refresh = now
-                layer.refresh()
+                current.refresh()
 
-        def keep_partial() -> None:
-            """A zarr output's partial store is removed: keep a copy in the layer when it is small."""
-            if pending is None or pending.published:
-                return
-            if output.nbytes <= KEEP_PARTIAL_BYTES:
-                layer.data = np.asarray(output[...])
-            pending.discard()
+        def keep_partial(current: Any) -> None:
+            if current is not None and "partial" in state:
+                current.data = state.pop("partial")  # the partial store was removed in the job
 
         def done(result: Any) -> None:
             self.last_result = result
-            if pending is not None:
-                layer.data = pending.open_published()  # the layer showed the partial store
-                result.probability = layer.data
-            layer.refresh()
-            layer.metadata["prediction"] = {**result.settings, "complete": result.complete}
+            current = layer()
+            if current is None:  # pragma: no cover - the job reports before returning
+                return
+            if isinstance(result.probability, np.ndarray):
+                current.refresh()
+            else:
+                current.data = result.probability  # the published store (the layer showed the partial one)
+            current.metadata["prediction"] = {**result.settings, "complete": result.complete}
             if not result.complete:
-                layer.name = f"{name} (partial)"
-            where = f" → {pending.target}" if pending is not None else ""
+                current.name = f"{name} (partial)"
             self._log(
                 f"{image_layer.name}: {result.elapsed_s:.1f}s, {result.tiles_run} tiles run, "
-                f"{result.tiles_skipped} skipped (air), {result.voxels_per_s / 1e6:.2f} Mvox/s{where}"
+                f"{result.tiles_skipped} skipped (air), {result.voxels_per_s / 1e6:.2f} Mvox/s"
+                f"{state.get('where', '')}"
             )
 
         def cancelled() -> None:
-            keep_partial()
-            layer.name = f"{name} (partial)"
-            layer.metadata["prediction"] = {**window.to_dict(), "complete": False}
-            self._log(f"{image_layer.name}: cancelled; the probability layer is partial")
+            current = layer()
+            if current is not None:
+                keep_partial(current)
+                current.refresh()
+                current.name = f"{name} (partial)"
+                current.metadata["prediction"] = {**window.to_dict(), "complete": False}
+                self._log(f"{image_layer.name}: cancelled; the probability layer is partial")
+            else:
+                self._log(f"{image_layer.name}: cancelled before the output was made")
 
         def failed(error: BaseException) -> None:
-            keep_partial()
+            current = layer()
+            if current is not None:
+                keep_partial(current)
+                current.name = f"{name} (partial)"
             self._log(f"{image_layer.name}: failed: {error}")
 
-        return self.task.start(
-            job,
+        self._last_refresh = time.perf_counter()
+        started: list[Any] = []  # the worker, to see a Cancel between two reports passed on
+        worker = self.task.start(
+            lambda: _coalesced(job(), lambda: bool(started) and started[0].abort_requested),
             description="inference",
             on_progress=progress,
             on_result=done,
             on_cancelled=cancelled,
             on_error=failed,
         )
-
-    def _make_output(
-        self, shape: tuple[int, ...], window: Any, models: tuple[Any, ...] | list[Any] = ()
-    ) -> tuple[Any, Any]:
-        """The array to predict into and its pending zarr output (None: in memory).
-
-        A zarr path is checked and created by core (``create_prediction_output``): never a file a layer
-        was opened from or a model, an existing store only when *replace* is ticked; the run fills a
-        partial store next to it that replaces the target only when the run finishes.
-        """
-        dtype = np.dtype(window.output_dtype)
-        target = str(self.output_zarr.value or "").strip()
-        if target in ("", "."):
-            return np.zeros(shape, dtype=dtype), None
-        from napari_vesuvius.core.inference.outputs import create_prediction_output
-
-        opened = [getattr(layer.source, "path", None) for layer in self.viewer.layers]
-        opened += [layer.metadata.get("path") for layer in self.viewer.layers]
-        pending = create_prediction_output(
-            target, shape, dtype, inputs=[*opened, *models], overwrite=self.replace_zarr.value,
-            hint="tick 'replace an existing zarr output' to replace it",
-            chunks=tuple(min(128, n) for n in shape),
-        )  # fmt: skip
-        return pending.array, pending
+        started.append(worker)
+        return worker
 
     def _probability_layer(
-        self, name: str, output: Any, image_layer: Any, clean_up: dict[str, Any] | None = None
+        self, name: str, output: Any, image_layer: Any, models: list[dict[str, Any]]
     ) -> Any:
-        """A new probability layer; ``clean_up``: the models' own clean-up, kept in its metadata."""
-        limits = (0, 255) if np.dtype(output.dtype) == np.uint8 else (0.0, 1.0)
-        for stale in (name, f"{name} (partial)"):
-            if stale in self.viewer.layers:
-                self.viewer.layers.remove(stale)
+        """The probability layer over ``image_layer``; ``models``: the specs that make it.
+
+        A previous run's layer of the same name is reused in place (napari takes about a second to add
+        a layer and build its controls, on the GUI thread); a second one is removed.
+        """
+        from napari.layers import Image
+
+        old = [self.viewer.layers[n] for n in (name, f"{name} (partial)") if n in self.viewer.layers]
+        for stale in old[1:] + [layer for layer in old[:1] if not isinstance(layer, Image)]:
+            self.viewer.layers.remove(stale)
+        reuse = old[0] if old and old[0] in self.viewer.layers else None
+        if reuse is not None and reuse.ndim == output.ndim and not reuse.multiscale:
+            reuse.name = name
+            reuse.metadata = {MODELS: models}
+            reuse.scale, reuse.translate = image_layer.scale, image_layer.translate
+            reuse.data = output
+            for key, value in probability_style(output.dtype).items():
+                setattr(reuse, key, value)
+            return reuse
+        if reuse is not None:
+            self.viewer.layers.remove(reuse)
         return self.viewer.add_image(
             output,
             name=name,
-            colormap="magma",
-            contrast_limits=limits,
-            blending="additive",
             scale=image_layer.scale,
             translate=image_layer.translate,
-            metadata={} if clean_up is None else {MODEL_POSTPROCESS: clean_up},
+            metadata={MODELS: models},
+            **probability_style(output.dtype),
         )
 
     def _log(self, line: str) -> None:
@@ -249,11 +325,53 @@ class InferenceWidget(Container):
         self.log.value = (self.log.value + "\n" + line).strip()
 
 
+def _coalesced(job: Generator[Progress, None, Any], stopping: Any) -> Generator[Progress, None, Any]:
+    """``job``'s reports, passed on at most every ``REPORT_INTERVAL_S`` (each one redraws the dock and
+    costs the GUI thread a repaint), but always the first of a new total, the last, and any once
+    ``stopping()`` (Cancel): the worker stops at a report it receives, so Cancel still acts within a batch.
+    """
+    last, total = -float("inf"), None
+    try:
+        while True:
+            try:
+                report = next(job)
+            except StopIteration as stop:
+                return stop.value
+            now = time.perf_counter()
+            due = now - last >= REPORT_INTERVAL_S or report.total != total or report.done >= report.total
+            if due or stopping():
+                last, total = now, report.total
+                yield report
+    finally:
+        job.close()
+
+
+def _make_output(
+    target: str, shape: tuple[int, ...], dtype: str, inputs: list[Any], replace: bool
+) -> tuple[Any, Any]:
+    """The array to predict into and its pending zarr output (None: in memory); runs in the job.
+
+    A zarr path is checked and created by core (``create_prediction_output``): never a file a layer
+    was opened from or a model, an existing store only when *replace* is ticked; the run fills a
+    partial store next to it that replaces the target only when the run finishes.
+    """
+    if not target:
+        return np.zeros(shape, dtype=np.dtype(dtype)), None
+    from napari_vesuvius.core.inference.outputs import create_prediction_output
+
+    pending = create_prediction_output(
+        target, shape, np.dtype(dtype), inputs=inputs, overwrite=replace,
+        hint="tick 'replace an existing output' (Zarr output section) to replace it",
+        chunks=tuple(min(128, n) for n in shape),
+    )  # fmt: skip
+    return pending.array, pending
+
+
 def _stored_clean_up(specs: list[Any]) -> dict[str, Any] | None:
     """The clean-up all the models chose in training (``PostprocessConfig.to_dict()``), or None.
 
-    Read from the checkpoint files without building networks, so the probability layer carries it
-    from the start and the Tune / Proofread docks can begin from it.
+    Read from the checkpoint files without building networks (imports torch: runs in the job), so the
+    probability layer carries it and the Tune / Proofread docks can begin from it.
     """
     from napari_vesuvius.core.errors import VesuviusError
     from napari_vesuvius.core.postprocess.choice import checkpoint_choice, common_config

@@ -5,11 +5,13 @@ layer) over the whole volume, the visible region or a box into an editable ``<im
 Labels layer that keeps the ignore (2) regions of the existing labels. Volumes too large to paint
 are edited as an in-memory crop placed at its position. On that layer the keys **1 / 0 / 2** paint
 surface / background / ignore. *Show changes* adds a layer colouring what was added, removed or
-set to ignore against the accepted mask. *Save version* writes ``<id>.v001.tif`` (next free number)
-next to the original labels, which are never written; an autosave (``<id>.autosave.tif``, atomic)
-runs every few minutes while there are unsaved edits and when the dock or napari closes, and
-*Restore autosave* brings it back after a crash. Component tools and Retrain live in
-:mod:`._proofread_tools` and :mod:`._proofread_retrain`.
+set to ignore against the accepted mask (computed in the background). *Save version* writes
+``<id>.v001.tif`` (next free number) next to the original labels, which are never written; an
+autosave (``<id>.autosave.tif``, atomic, never replaced by an older one) runs every few minutes while
+there are unsaved edits, when this view is hidden and when napari closes, and *Restore autosave*
+brings it back after a crash (:mod:`._proofread_saving`). Component tools and Retrain live in
+:mod:`._proofread_tools` and :mod:`._proofread_retrain`. Everything that reads a volume (accept,
+restore, changes, saves) runs in a worker: a lazy volume is never read on the GUI thread.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -37,27 +38,33 @@ from napari_vesuvius.core.labels import SURFACE
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.core.proofread.diff import diff_counts
 from napari_vesuvius.core.proofread.naming import autosave_path
-from napari_vesuvius.core.proofread.region import Box, format_box, full_box, parse_box, read_crop
+from napari_vesuvius.core.proofread.region import Box, format_box, full_box, parse_box
 from napari_vesuvius.core.proofread.session import EditSession, check_target
 from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._docks import find_widget
+from napari_vesuvius.widgets._format import count
 from napari_vesuvius.widgets._layers import (
+    LABELS_OPACITY,
+    MODELS,
     label_colormap,
     layer_array,
     model_postprocess_of,
+    models_of,
     set_labels_layer,
 )
+from napari_vesuvius.widgets._preferences import preference
 from napari_vesuvius.widgets._proofread_layers import (
     bind_paint_keys,
     default_target,
     diff_colormap,
-    find_dock_widget,
     is_input_layer,
     visible_region,
-    wrap_text,
+    warm_up_labels_display,
 )
 from napari_vesuvius.widgets._proofread_retrain import RetrainPanel
 from napari_vesuvius.widgets._proofread_saving import SavingMixin
 from napari_vesuvius.widgets._proofread_tools import ProofreadTools
+from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
@@ -69,7 +76,10 @@ DIFF_DELAY_MS = 300
 
 
 class ProofreadWidget(SavingMixin, Container):
-    """Accept → paint (1/0/2) → component tools → changes → save versions / autosave → retrain."""
+    """Accept → paint (1/0/2) → component tools → changes → save versions / autosave → retrain.
+
+    On screen: the inputs, *Accept* and *Save version* and the status first; region, changes,
+    component tools, autosave and retrain in collapsed sections below."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
         from qtpy.QtCore import QTimer
@@ -84,35 +94,51 @@ class ProofreadWidget(SavingMixin, Container):
             label="existing labels", choices=self._labels_choices, nullable=True,
             tooltip="its ignore (2) regions are kept; versions are saved next to its file",
         )  # fmt: skip
-        self.target = FileEdit(label="versions of", mode="w", filter="*.tif *.tiff *.zarr")
+        self.target = FileEdit(
+            label="versions of", mode="w", filter="*.tif *.tiff *.zarr",
+            tooltip="the original labels: <id>.v001.tif … are saved next to it, it is never written",
+        )  # fmt: skip
+        self.accept_button = primary_button(
+            "Accept prediction as labels", tooltip="the model's mask over the region becomes editable labels"
+        )
+        self.save_button = PushButton(text="Save version", tooltip="next <id>.vNNN file; the original stays")
+        self.restore_button = PushButton(text="Restore autosave", enabled=False)
+        keys = status_label(
+            "keys on the proofread layer: <b>1</b> surface · <b>0</b> background · <b>2</b> ignore"
+        )
+        self.status = status_label("accept a prediction to start")
+        self.task = TaskRunner(name="proofread_task")
         self.region = ComboBox(label="region", choices=[WHOLE, VISIBLE, BOX], value=WHOLE)
         self.box = LineEdit(label="box", value="", tooltip="z0:z1,y0:y1,x0:x1 (filled after accepting)")
         self.depth = SpinBox(label="visible depth", min=1, max=4096, value=64, tooltip="slices (2D view)")
-        self.accept_button = PushButton(text="Accept prediction as labels")
-        self.restore_button = PushButton(text="Restore autosave", enabled=False)
         self.show_diff = CheckBox(text="show changes vs the model's mask")
-        self.diff_summary = Label(value="")
-        self.save_button = PushButton(text="Save version")
+        self.diff_summary = status_label()
         self.autosave_minutes = FloatSpinBox(
-            label="autosave (min)", min=0.0, max=120.0, step=0.5, value=3.0, tooltip="0 = only on close"
-        )
-        self.status = Label(value="accept a prediction to start")
-        self.task = TaskRunner(name="proofread_task")
+            label="every (min)", min=0.0, max=120.0, step=0.5, value=float(preference("autosave_minutes")),
+            tooltip="0 = only when the view is hidden or napari closes",
+        )  # fmt: skip
+        autosave_note = status_label("also when this view is hidden or napari closes")
         self.autosave_task = TaskRunner(name="autosave_task")
-        self.autosave_task.visible = False
+        self.diff_task = TaskRunner(name="diff_task")
         self.tools = ProofreadTools(self)
         self.retrain = RetrainPanel(self, persist=persist)
-        keys = Label(
-            value="keys on the proofread layer: <b>1</b> surface · <b>0</b> background · <b>2</b> ignore"
-        )
-        row = Container(widgets=[self.accept_button, self.restore_button], layout="horizontal", labels=False)
+        self.region_section = Section("Region", [self.region, self.box, self.depth])
+        self.sections = [
+            self.region_section,
+            Section("Changes vs the model's mask", [self.show_diff, self.diff_summary]),
+            Section("Component tools", [self.tools], labels=False),
+            Section("Autosave", [self.autosave_minutes, autosave_note]),
+            Section("Retrain on corrected volumes", [self.retrain], labels=False),
+        ]
         super().__init__(
             widgets=[
-                self.image, self.prediction, self.existing, self.target, self.region, self.box, self.depth,
-                row, keys, self.show_diff, self.diff_summary, self.save_button, self.autosave_minutes,
-                self.status, self.task, self.autosave_task, self.tools, self.retrain,
+                self.image, self.prediction, self.existing, self.target, row(self.accept_button),
+                row(self.save_button, self.restore_button), keys, self.status, self.task, *self.sections,
+                self.autosave_task, self.diff_task,
             ]
         )  # fmt: skip
+        compact(self)
+        self.autosave_task.visible = self.diff_task.visible = False
         self.session: EditSession | None = None
         self.layer: Any = None
         #: the image and prediction layers the session was accepted from
@@ -120,12 +146,12 @@ class ProofreadWidget(SavingMixin, Container):
         self.session_prediction: Any = None
         self._auto_target = ""
         self._confirmed_replace: Path | None = None
+        self._diff_queued = False
         self._init_saving()
         self._diff_timer = QTimer(self.native)
         self._diff_timer.setSingleShot(True)
         self._diff_timer.setInterval(DIFF_DELAY_MS)
         self._diff_timer.timeout.connect(self.update_diff)
-        wrap_text(self.status, self.diff_summary)
         self.settings = WidgetSettings("proofread", enabled=persist)
         self.settings.bind(self, ["region", "depth", "autosave_minutes"])
         self.accept_button.changed.connect(self.accept)
@@ -133,10 +159,27 @@ class ProofreadWidget(SavingMixin, Container):
         self.save_button.changed.connect(lambda: self.save())
         self.show_diff.changed.connect(self.update_diff)
         self.autosave_minutes.changed.connect(self._restart_autosave_timer)
+        self.region.changed.connect(self._show_region)
         for widget in (self.image, self.existing):
             widget.changed.connect(self._suggest_target)
         self.target.changed.connect(self._target_changed)
+        self._show_region()
         self.reset_choices()
+
+    def primary_controls(self) -> list[Any]:
+        """The controls of the step's main action: inputs, Accept, Save version, progress and status."""
+        return [
+            self.image, self.prediction, self.existing, self.target, self.accept_button, self.save_button,
+            self.status, self.task,
+        ]  # fmt: skip
+
+    def _show_region(self, *_: Any) -> None:
+        """The region section's title names the region Accept will take (seen while it is collapsed)."""
+        section = self.region_section
+        section.title = f"Region: {self.region.value}"
+        section.expanded = section.expanded
+        self.box.enabled = self.region.value == BOX
+        self.depth.enabled = self.region.value == VISIBLE
 
     # -- choices -----------------------------------------------------------------------------------
     def _layers(self, kind: str) -> list[Any]:
@@ -184,7 +227,7 @@ class ProofreadWidget(SavingMixin, Container):
         from napari_vesuvius.core.postprocess import PostprocessConfig
         from napari_vesuvius.widgets.tune_widget import TuneWidget
 
-        tune = find_dock_widget(self.viewer, TuneWidget)
+        tune = find_widget(self.viewer, TuneWidget)
         if tune is not None:
             try:
                 return tune.config(), "the Tune widget"
@@ -236,24 +279,25 @@ class ProofreadWidget(SavingMixin, Container):
             return None
         if not self._earlier_autosave_confirmed(target):
             return None
-        self.final_autosave()  # never lose the session being replaced
+        self.autosave()  # never lose the session being replaced
         config, source = self.postprocess_config()
         is_probability = self.prediction_is_probability
         image_layer, prediction_layer = self.image.value, self.prediction.value
 
         def job() -> Generator[Progress, None, Any]:
-            return (
-                yield from iter_accept(
-                    prediction, is_probability=is_probability, labels=labels, box=box, config=config,
-                    scan=image if config.gate_to_scan else None,
-                )
+            result = yield from iter_accept(
+                prediction, is_probability=is_probability, labels=labels, box=box, config=config,
+                scan=image if config.gate_to_scan else None,
             )  # fmt: skip
+            yield Progress(3, 3, "preparing the labels display")
+            warm_up_labels_display()  # napari's first Labels layer would compile on the GUI thread
+            return result, EditSession.from_accepted(result, target, shape)
 
-        def accepted(result: Any) -> None:
-            session = EditSession.from_accepted(result, target, shape)
+        def accepted(outcome: Any) -> None:
+            result, session = outcome
             self.start_session(session, image_layer, prediction_layer)
             how = f"post-processed with {source}" if is_probability else "mask"
-            kept = f", {result.ignored_voxels:,} ignore voxels kept" if result.ignored_voxels else ""
+            kept = f", {count(result.ignored_voxels)} ignore voxels kept" if result.ignored_voxels else ""
             self.say(f"accepted {session.describe()} ({how}{kept})")
 
         return self.task.start(job, description="accept prediction", on_result=accepted)
@@ -272,42 +316,21 @@ class ProofreadWidget(SavingMixin, Container):
         )
         return False
 
-    def restore_autosave(self) -> None:
-        """Resume the work kept in the target's autosave file (after a crash)."""
-        from napari_vesuvius.core.proofread.autosave import read_autosave
-
-        target = self.target_path()
-        if target is None or self.image.value is None:
-            self.say("choose the image and the target whose autosave to restore")
-            return
-        if self.session is not None and self.session.target == target and self._needs_autosave():
-            self.say("the open session has unsaved edits for this file: save them first")
-            return
-        self.final_autosave()
-        try:
-            saved = read_autosave(autosave_path(target))
-            shape = tuple(int(n) for n in layer_array(self.image.value).shape)
-            if saved.full_shape != shape:
-                raise VolumeError(saved.path, f"saved for a volume of shape {saved.full_shape}, not {shape}")
-        except VesuviusError as error:
-            self.say(str(error))
-            return
-        session = EditSession.from_autosave(saved, target)
-        if self.prediction_is_probability and tuple(layer_array(self.prediction.value).shape) == shape:
-            session.probability = read_crop(layer_array(self.prediction.value), session.box)
-        self.own_autosaves.add(saved.path)
-        self.start_session(session, self.image.value, self.prediction.value, edits=1)  # not in a version yet
-        self.say(f"restored {saved.path.name} ({time.strftime('%H:%M:%S', time.localtime(saved.saved))})")
-
     def start_session(self, session: EditSession, image: Any, prediction: Any = None, edits: int = 0) -> None:
-        """Show ``session`` as the editable ``<image> proofread`` layer and bind the paint keys."""
+        """Show ``session`` as the editable ``<image> proofread`` layer and bind the paint keys.
+
+        The layer carries the prediction's models (``metadata["models"]``), so Retrain fine-tunes the
+        model that made it."""
         scale = np.asarray(image.scale)
         translate = np.asarray(image.translate) + np.asarray(session.origin) * scale
         if self.layer is not None:
             self._disconnect_layer()
+        name = f"{image.name} proofread"
+        metadata = dict(self.viewer.layers[name].metadata) if name in self.viewer.layers else {}
+        metadata[MODELS] = models_of(prediction)
         layer = set_labels_layer(
-            self.viewer, f"{image.name} proofread", session.labels, scale=scale, translate=translate,
-            colormap=label_colormap(), opacity=0.7,
+            self.viewer, name, session.labels, scale=scale, translate=translate,
+            colormap=label_colormap(), opacity=LABELS_OPACITY, metadata=metadata,
         )  # fmt: skip
         session.labels = layer.data
         bind_paint_keys(layer)
@@ -318,6 +341,7 @@ class ProofreadWidget(SavingMixin, Container):
         self.session, self.layer = session, layer
         self.session_image, self.session_prediction = image, prediction
         self._edits, self._saved_edits, self._autosaved_edits = edits, 0, 0
+        self._autosaving_edits = -1
         self.box.value = format_box(session.box)
         self.tools.set_layer(layer)
         self._restart_autosave_timer()
@@ -334,23 +358,44 @@ class ProofreadWidget(SavingMixin, Container):
         if self.show_diff.value:
             self._diff_timer.start()
 
-    def update_diff(self, *_: Any) -> None:
-        """Show (or remove) the changes layer: added / removed / to ignore / from ignore."""
+    def update_diff(self, *_: Any) -> Any:
+        """Show (or remove) the changes layer: added / removed / to ignore / from ignore.
+
+        Computed in the background from the live labels; an edit meanwhile recomputes it afterwards."""
         name = None if self.layer is None else f"{self.layer.name} changes"
         if not self.show_diff.value or self.session is None:
             if name is not None and name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             self.diff_summary.value = ""
-            return
-        diff = self.session.diff(self.current_labels())
-        layer = set_labels_layer(
-            self.viewer, name, diff, scale=self.layer.scale, translate=self.layer.translate,
-            colormap=diff_colormap(), opacity=0.9,
-        )  # fmt: skip
-        layer.editable = False
-        self.viewer.layers.selection.active = self.layer  # keep painting on the proofread layer
-        counts = diff_counts(diff)
-        self.diff_summary.value = " · ".join(f"{name} {count:,}" for name, count in counts.items())
+            return None
+        if self.diff_task.running:
+            self._diff_queued = True
+            return None
+        session, labels = self.session, self.current_labels()
+
+        def job() -> Generator[Progress, None, Any]:
+            yield Progress(0, 1, "comparing with the model's mask")
+            diff = session.diff(labels)
+            return diff, diff_counts(diff)
+
+        def done(result: Any) -> None:
+            if session is not self.session or not self.show_diff.value:
+                return
+            diff, counts = result
+            layer = set_labels_layer(
+                self.viewer, name, diff, scale=self.layer.scale, translate=self.layer.translate,
+                colormap=diff_colormap(), opacity=0.9,
+            )  # fmt: skip
+            layer.editable = False
+            self.viewer.layers.selection.active = self.layer  # keep painting on the proofread layer
+            self.diff_summary.value = " · ".join(f"{kind} {count(n)}" for kind, n in counts.items())
+
+        def finished() -> None:
+            if self._diff_queued:
+                self._diff_queued = False
+                self.update_diff()
+
+        return self.diff_task.start(job, description="changes", on_result=done, on_finished=finished)
 
     def say(self, text: str) -> None:
         self.status.value = text

@@ -10,6 +10,10 @@
 * **All training volumes**: with a dataset folder open in the Data widget and a folder of
   probability files (``<id>.tif``/``.zarr`` as ``napari-vesuvius predict`` writes them), Score and
   Sweep run over every training id that has both, reporting the mean and a per-volume table.
+
+Layout (fits the workbench at 1280×800): the inputs of Score, its button, progress and result come first;
+the sweep sits in a collapsed section below. The base clean-up config sits with Score's inputs when
+Score post-processes probability files (all training volumes), else in the sweep section.
 """
 
 from __future__ import annotations
@@ -18,29 +22,25 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    Table,
-    TextEdit,
-)
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Table, TextEdit
 
-from napari_vesuvius.core.metric.score import SCORE_WEIGHTS, ScoreResult
+from napari_vesuvius.core.metric.score import ScoreResult
 from napari_vesuvius.core.postprocess import PostprocessConfig
 from napari_vesuvius.core.postprocess.sweep import SWEEP_PARAMETERS, SweepResult, value_range
 from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._docks import find_widget
+from napari_vesuvius.widgets._format import count
 from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._plot import value_text
+from napari_vesuvius.widgets._score_report import dataset_cases, format_mean, format_score, format_sweep
+from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 
 if TYPE_CHECKING:
     import napari
 
 CURRENT_LAYERS = "current layers"
-TRAINING_VOLUMES = "all training volumes (Data widget)"
+TRAINING_VOLUMES = "all training volumes"
 BASE_TUNE, BASE_DEFAULTS, BASE_FILE = "Tune widget", "defaults", "JSON file"
 #: (start, stop, step) offered when a parameter is picked.
 DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
@@ -60,59 +60,13 @@ DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
 }
 
 
-def docked_widget(viewer: Any, cls: type) -> Any:
-    """The first widget of type ``cls`` docked in the viewer's window, or None."""
-    window = getattr(viewer, "window", None)
-    if window is None:
-        return None
-    docks = getattr(window, "dock_widgets", None)  # napari >= 0.6.2: inner widgets
-    if docks is not None:
-        inner = list(docks.values())
-    else:
-        inner = [dock.widget() for dock in getattr(window, "_wrapped_dock_widgets", {}).values()]
-    for widget in inner:
-        widget = getattr(widget, "_magic_widget", widget)
-        if isinstance(widget, cls):
-            return widget
-    return None
+def narrow(combo: ComboBox, characters: int = 12) -> ComboBox:
+    """A combo box whose width does not follow its longest choice (long layer names never widen the dock)."""
+    from qtpy.QtWidgets import QComboBox
 
-
-def format_score(result: ScoreResult, title: str = "") -> str:
-    """The per-term breakdown of one score as plain text."""
-    w_topo, w_sd, w_voi = SCORE_WEIGHTS
-    lines = [title] if title else []
-    lines.append(f"score         {result.score:.4f}")
-    lines.append(f"TopoScore     {result.topo:.4f}   (weight {w_topo:.2f})")
-    for dim in sorted(result.topo_counts):
-        counts = result.topo_counts[dim]
-        f1 = result.topo_f1.get(dim)
-        f1_text = "inactive" if f1 is None else f"F1 {f1:.4f}"
-        lines.append(f"  dim {dim}: m={counts['m']:<4} p={counts['p']:<4} g={counts['g']:<4} {f1_text}")
-    lines.append(f"SurfaceDice   {result.surface_dice:.4f}   (weight {w_sd:.2f}, tolerance 2 voxels)")
-    lines.append(f"VOI score     {result.voi_score:.4f}   (weight {w_voi:.2f})")
-    lines.append(f"  split {result.voi_split:.4f}   merge {result.voi_merge:.4f}")
-    if result.timings:
-        names = [("topo", "topo"), ("surface_dice", "SD"), ("voi", "VOI"), ("total", "total")]
-        parts = [f"{text} {result.timings[key]:.2f}s" for key, text in names if key in result.timings]
-        lines.append("time: " + ", ".join(parts))
-    return "\n".join(lines)
-
-
-def format_sweep(result: SweepResult) -> str:
-    """Summary of a sweep: value → mean score table (best marked) and the best value's breakdown."""
-    terms = result.mean_terms
-    lines = [f"{result.parameter:>10}  score   topo    SD      VOI"]
-    for j, value in enumerate(result.values):
-        mark = " *" if j == result.best_index else ""
-        cells = "  ".join(f"{terms[k][j]:.4f}" for k in ("score", "topo", "surface_dice", "voi_score"))
-        lines.append(f"{value:>10g}  {cells}{mark}")
-    n = len(result.case_names)
-    lines.append(f"best {result.parameter} = {result.best_value:g}: mean score {result.best_score:.4f}")
-    if n == 1:
-        lines.append(format_score(result.results[0][result.best_index], "\nat the best value:"))
-    seconds = sum(result.timings.values())
-    lines.append(f"{n} volume(s) × {len(result.values)} values in {seconds:.1f}s")
-    return "\n".join(lines)
+    combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(characters)
+    return combo
 
 
 class ScoreWidget(Container):
@@ -127,50 +81,72 @@ class ScoreWidget(Container):
         self.labels_layer = ComboBox(label="labels (0/1/2)", choices=self._label_choices, nullable=True)
         self.probability = ComboBox(label="probability", choices=self._image_choices, nullable=True)
         self.ct = ComboBox(label="CT (scan region)", choices=self._image_choices, nullable=True)
-        self.prob_folder = FileEdit(label="probability folder", mode="d")
-        self.score_button = PushButton(text="Score")
+        self.prob_folder = FileEdit(
+            label="probabilities",
+            mode="d",
+            tooltip="folder of <id>.tif / <id>.zarr probabilities (predict's output)",
+        )
+        self.score_button = primary_button("Score", tooltip="score the mask against the labels")
         self.parameter = ComboBox(label="parameter", choices=list(SWEEP_PARAMETERS), value="t_low")
         self.start = FloatSpinBox(label="start", min=0, max=1e6, step=0.01, value=0.1)
         self.stop = FloatSpinBox(label="stop", min=0, max=1e6, step=0.01, value=0.6)
         self.step = FloatSpinBox(label="step", min=0.001, max=1e6, step=0.01, value=0.05)
-        self.base = ComboBox(label="base config", choices=[BASE_TUNE, BASE_DEFAULTS, BASE_FILE])
+        self.base = ComboBox(
+            label="base config",
+            choices=[BASE_TUNE, BASE_DEFAULTS, BASE_FILE],
+            tooltip="the clean-up applied to probabilities (and the starting point of a sweep)",
+        )
         self.config_path = FileEdit(label="config file", mode="w", filter="*.json")
         self.sweep_button = PushButton(text="Sweep")
         self.plot = SweepPlot(theme=getattr(napari_viewer, "theme", None))
-        self.plot.label = "score vs value"
-        self.best = Label(value="")
+        self.best = status_label()
         self.use_best_button = PushButton(text="Use best value", enabled=False)
         self.report = TextEdit(value="", label="result")
         self.report.native.setReadOnly(True)
         self.report.native.setStyleSheet("font-family: monospace;")  # the tables line up
-        self.report.native.setMinimumHeight(150)
+        self.report.native.setMinimumHeight(120)
+        self.report.native.setMaximumHeight(260)  # a breakdown is ~14 lines; the sweep header stays close
         self.table = Table(value=[], label="per volume")
         self.table.visible = False
-        self.message = Label(value="")
+        self.message = status_label()
         self.task = TaskRunner(name="score_task")
-        range_row = Container(widgets=[self.start, self.stop, self.step], layout="horizontal")
+        for spin in (self.start, self.stop, self.step):
+            # narrower than napari's 70 px + padding minimum: the three fit one row of a narrow dock
+            spin.native.setStyleSheet("min-width: 48px; padding: 1px 2px;")
+        range_row = row(self.start, self.stop, self.step)
+        range_row.label = "range"
+        range_row.tooltip = "start, stop and step of the swept values"
+        for combo in (self.volumes, self.mask, self.labels_layer, self.probability, self.ct, self.base):
+            narrow(combo)
+        #: the sweep's labelled inputs (the base config moves to Score's inputs for all training volumes)
+        self.sweep_form = compact(
+            Container(
+                widgets=[self.probability, self.ct, self.base, self.config_path, self.parameter, range_row]
+            )
+        )
+        self.sweep_section = Section(
+            "Sweep a clean-up parameter",
+            [self.sweep_form, self.sweep_button, row(self.best, self.use_best_button), self.plot],
+            labels=False,
+            tooltip="post-process with each value of one parameter, score each, plot score vs value",
+        )
+        #: Score's labelled inputs (the buttons, results and the sweep section span the full width)
+        self.inputs = compact(
+            Container(widgets=[self.volumes, self.mask, self.labels_layer, self.prob_folder])
+        )
         super().__init__(
             widgets=[
-                self.volumes,
-                self.mask,
-                self.labels_layer,
-                self.prob_folder,
+                self.inputs,
                 self.score_button,
-                self.probability,
-                self.ct,
-                self.parameter,
-                range_row,
-                self.base,
-                self.config_path,
-                self.sweep_button,
-                self.plot,
-                Container(widgets=[self.best, self.use_best_button], layout="horizontal", labels=False),
+                self.task,
+                self.message,
                 self.report,
                 self.table,
-                self.message,
-                self.task,
-            ]
+                self.sweep_section,
+            ],
+            labels=False,
         )
+        self.native.layout().addStretch(1)  # spare height below the sections, not between the controls
         self._vesuvius_viewer = napari_viewer
         self.last_score: ScoreResult | None = None
         self.last_sweep: SweepResult | None = None
@@ -185,6 +161,14 @@ class ScoreWidget(Container):
         self.use_best_button.changed.connect(self.use_best)
         self._show_relevant()
         self.reset_choices()
+
+    def primary_controls(self) -> list[Any]:
+        """Score's inputs (for the chosen volumes), its button, progress and result."""
+        if self.volumes.value == TRAINING_VOLUMES:
+            inputs = [self.volumes, self.prob_folder, self.base, self.config_path]
+        else:
+            inputs = [self.volumes, self.mask, self.labels_layer]
+        return [*inputs, self.score_button, self.task, self.message, self.report]
 
     # -- choices ---------------------------------------------------------------------------------
     def _layers(self, kind: str) -> list[Any]:
@@ -208,6 +192,14 @@ class ScoreWidget(Container):
         self.prob_folder.visible = folder
         for widget in (self.mask, self.labels_layer, self.probability, self.ct):
             widget.visible = not folder
+        # Score post-processes probability files with the base config: it belongs to Score's inputs then
+        home, other = (self.inputs, self.sweep_form) if folder else (self.sweep_form, self.inputs)
+        if self.base not in home:
+            for widget in (self.base, self.config_path):
+                other.remove(widget)
+            at = len(home) if folder else home.index(self.ct) + 1
+            home.insert(at, self.base)
+            home.insert(at + 1, self.config_path)
 
     def _default_range(self, parameter: str) -> None:
         start, stop, step = DEFAULT_RANGES.get(parameter, (0, 1, 0.1))
@@ -217,12 +209,12 @@ class ScoreWidget(Container):
     def tune_widget(self) -> Any:
         from napari_vesuvius.widgets.tune_widget import TuneWidget
 
-        return docked_widget(self.viewer, TuneWidget)
+        return find_widget(self.viewer, TuneWidget)
 
     def data_widget(self) -> Any:
         from napari_vesuvius.widgets.data_widget import DataWidget
 
-        return docked_widget(self.viewer, DataWidget)
+        return find_widget(self.viewer, DataWidget)
 
     def base_config(self) -> PostprocessConfig:
         """The sweep's base config: the docked Tune widget's, a JSON file's, or the defaults."""
@@ -239,30 +231,18 @@ class ScoreWidget(Container):
             return value_range(round(self.start.value), round(self.stop.value), max(1, round(step)))
         return value_range(self.start.value, self.stop.value, step)
 
-    def _dataset_cases(self) -> list[Any]:
-        """Sweep cases for every training id with a label and a probability file in the folder."""
+    def _dataset_inputs(self) -> tuple[Any, Path]:
+        """The open dataset (Data step) and the probability folder; the files are listed in the job."""
         from napari_vesuvius.core.errors import VesuviusError
-        from napari_vesuvius.core.postprocess.sweep import cases_from_files, volume_files
 
         data = self.data_widget()
         dataset = None if data is None else data.dataset
         if dataset is None:
             raise VesuviusError("open a challenge dataset folder in the Data widget first")
-        folder = Path(self.prob_folder.value)
-        probabilities = volume_files(folder)
-        triples, cts = [], {}
-        for volume_id in dataset.train_ids:
-            label = dataset.label_path(volume_id)
-            if volume_id in probabilities and label is not None and label.exists():
-                triples.append((volume_id, probabilities[volume_id], label))
-                image = dataset.image_path(volume_id)
-                if image.exists():
-                    cts[volume_id] = image
-        if not triples:
-            raise VesuviusError(
-                f"{folder}: no probability file matches a training id with a label in {dataset.root}"
-            )
-        return cases_from_files(triples, cts)
+        text = str(self.prob_folder.value or "").strip()
+        if text in ("", "."):
+            raise VesuviusError("choose the folder of probability files (<id>.tif / <id>.zarr)")
+        return dataset, Path(text)
 
     def _layer_cases(self, need_probability: bool) -> list[Any]:
         from napari_vesuvius.core.errors import VesuviusError
@@ -290,8 +270,10 @@ class ScoreWidget(Container):
             if self.volumes.value == TRAINING_VOLUMES:
                 from napari_vesuvius.core.postprocess.sweep import iter_score_cases
 
-                cases, config = self._dataset_cases(), self.base_config()
-                return self._start_sweep(lambda: iter_score_cases(cases, config), "score volumes")
+                (dataset, folder), config = self._dataset_inputs(), self.base_config()
+                return self._start_sweep(
+                    lambda: iter_score_cases(dataset_cases(dataset, folder), config), "score volumes"
+                )
             if self.mask.value is None or self.labels_layer.value is None:
                 raise VesuviusError("choose a mask layer and a label layer")
         except (VesuviusError, OSError) as error:
@@ -313,7 +295,7 @@ class ScoreWidget(Container):
         def done(result: ScoreResult) -> None:
             self.last_score = result
             self.report.value = format_score(result, title)
-            self.message.value = f"score {result.score:.4f}"
+            self.message.value = f"{title}: score {result.score:.4f}"
 
         return self.task.start(job, description="score", on_result=done, on_error=self._fail)
 
@@ -326,13 +308,15 @@ class ScoreWidget(Container):
             parameter, values, base = self.parameter.value, self._sweep_values(), self.base_config()
             sweep_configs(base, parameter, values)  # report bad settings now, not from the worker
             if self.volumes.value == TRAINING_VOLUMES:
-                cases = self._dataset_cases()
+                dataset, folder = self._dataset_inputs()
+                cases: Any = lambda: dataset_cases(dataset, folder)  # noqa: E731  (listed in the worker)
             else:
-                cases = self._layer_cases(need_probability=True)
+                layer_cases = self._layer_cases(need_probability=True)
+                cases = lambda: layer_cases  # noqa: E731
         except (VesuviusError, ValueError, OSError) as error:
             self._fail(error)
             return None
-        return self._start_sweep(lambda: iter_sweep(cases, base, parameter, values), f"sweep {parameter}")
+        return self._start_sweep(lambda: iter_sweep(cases(), base, parameter, values), f"sweep {parameter}")
 
     def _start_sweep(self, job: Any, description: str) -> Any:
         self.message.value = ""
@@ -348,29 +332,23 @@ class ScoreWidget(Container):
         """Plot a sweep, summarise it, fill the per-volume table and enable "Use best value"."""
         self.last_sweep = result
         single = len(result.values) == 1
+        volumes = f"{count(len(result.case_names))} volume(s)"
         if single:
-            self.best.value = f"mean score {result.best_score:.4f} over {len(result.case_names)} volume(s)"
+            self.message.value = f"mean score {result.best_score:.4f} over {volumes}"
         else:
             self.plot.plot(result)
-            self.best.value = f"best {result.parameter} = {result.best_value:g} ({result.best_score:.4f})"
+            best = value_text(result.best_value)
+            self.best.value = f"best {result.parameter} = {best} ({result.best_score:.4f})"
+            self.message.value = f"sweep of {result.parameter} over {volumes}: {self.best.value}"
         self.use_best_button.enabled = not single
-        self.report.value = format_sweep(result) if not single else self._mean_text(result)
+        self.report.value = format_sweep(result) if not single else format_mean(result)
         show_table = len(result.case_names) > 1
         self.table.visible = show_table
         if show_table:
-            columns = [f"{v:g}" for v in result.values]
-            rows = [[round(r.score, 4) for r in row] for row in result.results]
-            rows.append([round(s, 4) for s in result.mean_scores])
+            columns = [value_text(v) for v in result.values]
+            rows = [[f"{r.score:.4f}" for r in row] for row in result.results]
+            rows.append([f"{s:.4f}" for s in result.mean_scores])
             self.table.value = {"data": rows, "index": [*result.case_names, "mean"], "columns": columns}
-
-    @staticmethod
-    def _mean_text(result: SweepResult) -> str:
-        terms = result.mean_terms
-        names = (("score", "score"), ("topo", "TopoScore"), ("surface_dice", "SurfaceDice"))
-        names += (("voi_score", "VOI score"), ("voi_split", "  split"), ("voi_merge", "  merge"))
-        lines = [f"mean over {len(result.case_names)} volume(s):"]
-        lines += [f"{text:<13} {terms[key][0]:.4f}" for key, text in names]
-        return "\n".join(lines)
 
     def use_best(self) -> None:
         """Put the best value into the docked Tune widget, or save it to the config file."""
@@ -385,7 +363,7 @@ class ScoreWidget(Container):
             tune = self.tune_widget()
             if tune is not None:
                 tune.set_config(dataclasses.replace(tune.config(), **{parameter: value}))
-                self.message.value = f"Tune widget: {parameter} = {value:g}"
+                self.message.value = f"Tune widget: {parameter} = {value_text(value)}"
                 return
             path = self.config_path.value
             if path is None or not str(path) or Path(path).is_dir():
@@ -393,6 +371,6 @@ class ScoreWidget(Container):
                 return
             base = PostprocessConfig.load(path) if Path(path).is_file() else result.base_config
             dataclasses.replace(base, **{parameter: value}).save(path)
-            self.message.value = f"saved {parameter} = {value:g} to {path}"
+            self.message.value = f"saved {parameter} = {value_text(value)} to {path}"
         except (VesuviusError, OSError) as error:
             self._fail(error)

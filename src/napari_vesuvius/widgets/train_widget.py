@@ -1,13 +1,19 @@
 """Train dock widget: train or fine-tune a surface model in a separate process, with live curves.
 
-Start runs ``napari-vesuvius train`` as its own process (:mod:`napari_vesuvius.core.training.process`)
-in the chosen run folder; the widget follows ``metrics.jsonl`` with a 500 ms ``QTimer`` (no blocking
-call in the GUI thread), showing a progress bar with the recent rate and ETA and plotting training
-loss, validation loss, pseudo-Dice and leaderboard score per epoch. Cancel is graceful (SIGTERM: the
-run finishes its iteration, saves a checkpoint and its state); pressing it again while cancelling
-kills at once (the run resumes from its last epoch). Resume continues a run folder with its stored
-settings. "Use this model" hands ``checkpoint_best.pt`` (else ``checkpoint_last.pt``) to the
-Inference widget, docking one if none is open.
+Start runs ``napari-vesuvius train`` as its own process in the run folder (an empty run folder field:
+a new folder in the *runs folder* preference); the dock follows it through the shared
+:class:`~napari_vesuvius.widgets._training_follower.TrainingFollower` (the one Retrain uses too):
+``metrics.jsonl`` read incrementally on a 500 ms ``QTimer`` (no blocking call on the GUI thread), a
+progress bar and one status line (epoch from 1, recent rate, ETA, "validating…" while an epoch is
+validated), and curves of training loss, validation loss, pseudo-Dice and leaderboard score per epoch.
+Cancel is graceful (SIGTERM: the run finishes its iteration, saves a checkpoint and its state); pressing
+it again while cancelling kills at once (the run resumes from its last epoch). Resume continues a run
+folder with its stored settings. A run that ends says so in a napari notification too. "Use this model"
+hands ``checkpoint_best.pt`` (else ``checkpoint_last.pt``) to the Inference step.
+
+Layout: data, model, start-from and epochs, then Start / Cancel / Resume, progress and status; the
+schedule, augmentation and run folder in collapsed sections; the curves (open) and the log (collapsed)
+below.
 
 Closing napari leaves a running training alone: the process runs in its own session, every file it
 writes is atomic, and choosing the same run folder again (or reopening the widget, whose run folder
@@ -19,68 +25,62 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton, TextEdit
+from magicgui.widgets import Container, ProgressBar, PushButton, TextEdit
 
 from napari_vesuvius.core.errors import VesuviusError
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import layer_array
+from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 from napari_vesuvius.widgets._train_form import FOLDER, SETTING_NAMES, TrainForm
-from napari_vesuvius.widgets._train_run import AttachedRun, format_duration, pair_paths, recent_rate
+from napari_vesuvius.widgets._train_run import pair_paths
+from napari_vesuvius.widgets._training_follower import POLL_INTERVAL_MS, TrainingFollower
 
 if TYPE_CHECKING:
     import napari
 
-#: how often the metrics log and the process are checked (ms)
-POLL_INTERVAL_MS = 500
+__all__ = ["POLL_INTERVAL_MS", "TrainWidget"]
 
 
 class TrainWidget(Container):
-    """Data, model and schedule settings; Start / Cancel / Resume; progress, ETA and live curves."""
+    """Data, model and epochs; Start / Cancel / Resume; progress and status; details, curves and log."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
-        from qtpy.QtCore import QTimer
-
         from napari_vesuvius.widgets._train_plots import TrainPlot
 
         self.viewer = napari_viewer
         self.form = TrainForm(napari_viewer, say=self._say)
-        self.start_button = PushButton(text="Start")
+        self.start_button = primary_button("Start", tooltip="train in a new run folder")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.resume_button = PushButton(text="Resume", enabled=False)
-        self.use_model_button = PushButton(text="Use this model", enabled=False)
+        self.resume_button = PushButton(text="Resume", enabled=False, tooltip="continue the run folder's run")
+        self.use_model_button = PushButton(
+            text="Use this model", enabled=False, tooltip="the run's best checkpoint → the Predict step"
+        )
         self.progress_bar = ProgressBar(value=0, min=0, max=1000, label="progress")
-        self.status = Label(value="idle")
+        self.status = status_label("idle", name="train_status")
         self.plot = TrainPlot(theme=getattr(napari_viewer, "theme", None))
         self.log = TextEdit(label="log", value="")
         self.log.native.setReadOnly(True)
         self.log.native.setPlaceholderText("log")
         self.log.native.setMaximumHeight(120)
-        output = Container(widgets=[self.plot, self.log], labels=False)
+        self.plot_section = Section("Curves", [self.plot], expanded=True, labels=False)
+        self.log_section = Section("Log", [self.log], labels=False)
         self.save_task = TaskRunner(name="save_data_task")
         self.save_task.visible = False
-        buttons = Container(
-            widgets=[self.start_button, self.cancel_button, self.resume_button], layout="horizontal",
-            labels=False,
-        )  # fmt: skip
+        buttons = row(self.start_button, self.cancel_button, self.resume_button, name="train_buttons")
         super().__init__(
             widgets=[
                 self.form, buttons, self.save_task, self.progress_bar, self.status, self.use_model_button,
-                output,
+                *self.form.sections, self.plot_section, self.log_section,
             ],
             labels=False,
         )  # fmt: skip
-        self.process: Any = None  # TrainingProcess or AttachedRun while one is followed
-        self.watcher: Any = None  # RunWatcher of the current run folder
-        self.cancelling = False
-        self._watched: Path | None = None
-        #: how the last followed run ended: "", finished, cancelled, killed, error
-        self.outcome = ""
+        compact(self)
+        self.follower = TrainingFollower(
+            self.native, progress=self.progress_bar, status=self.status, on_update=self._on_update,
+            on_end=self._on_end, on_state=self._set_buttons,
+        )  # fmt: skip
         self._last_note = ""
-        self._killed = False
-        self.timer = QTimer(self.native)
-        self.timer.setInterval(POLL_INTERVAL_MS)
-        self.timer.timeout.connect(self.poll)
         self.settings = WidgetSettings("train", enabled=persist)
         self.settings.bind(self.form, SETTING_NAMES)
         self.form.connect()
@@ -91,30 +91,71 @@ class TrainWidget(Container):
         self.use_model_button.changed.connect(self.use_model)
         self.watch_run_dir()
 
-    # -- start / resume / cancel -----------------------------------------------------------------------
-    def _run_folder(self) -> Path | None:
-        run_dir = self.form.run_folder()
-        if run_dir is None:
-            self._say("choose a run folder")
-        return run_dir
+    def primary_controls(self) -> list[Any]:
+        """The controls of the step's main action (the workbench keeps them in view)."""
+        data = [self.form.data_folder] if self.form.data_source.value == FOLDER else [
+            self.form.image, self.form.labels_layer, self.form.pair_buttons,
+        ]  # fmt: skip
+        return [
+            self.form.data_source, *data, self.form.model_preset, self.form.init, self.form.epochs,
+            self.start_button, self.cancel_button, self.resume_button, self.progress_bar, self.status,
+        ]  # fmt: skip
+
+    # -- the followed run (compatibility names used by tests and docs) ---------------------------------
+    @property
+    def process(self) -> Any:
+        """The followed training process (TrainingProcess or AttachedRun), else None."""
+        return self.follower.process
+
+    @property
+    def watcher(self) -> Any:
+        return self.follower.watcher
+
+    @property
+    def timer(self) -> Any:
+        return self.follower.timer
+
+    @property
+    def cancelling(self) -> bool:
+        return self.follower.cancelling
+
+    @property
+    def outcome(self) -> str:
+        """How the last followed run ended: "", finished, cancelled, killed, stopped, error."""
+        return self.follower.outcome
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.running
+        return self.follower.running
 
+    @property
+    def _watched(self) -> Path | None:
+        return self.follower.run_dir
+
+    # -- start / resume / cancel -----------------------------------------------------------------------
     def start(self) -> None:
-        """Start a new run in the run folder (saving the chosen layers into it first)."""
+        """Start a new run (saving the chosen layers into its folder first).
+
+        An empty run folder field: a new folder in the runs folder (shown in the field once started).
+        """
         from napari_vesuvius.core.training.rundir import TRAIN_STATE
 
-        run_dir = self._run_folder()
-        if run_dir is None or self._busy():
+        if self._busy():
             return
-        if (run_dir / TRAIN_STATE).exists():  # a run that never saved a state may start over
-            self._say(f"{run_dir} already holds a run: Resume it, or choose a new run folder")
+        run_dir = self.form.run_folder()
+        new_folder = run_dir is None
+        if run_dir is None:
+            run_dir = self.form.new_run_folder()
+        elif (run_dir / TRAIN_STATE).exists():  # a run that never saved a state may start over
+            self._say(
+                f"{run_dir} already holds a run: Resume it, or empty the run folder field for a new run"
+            )
             return
         try:
             if self.form.data_source.value == FOLDER:
-                self._launch(self.form.build_config(), run_dir)
+                config = self.form.build_config()
+                self._show_folder(run_dir, new_folder)
+                self._launch(config, run_dir)
                 return
             layer_pairs = self.form.layer_pairs()
             targets = pair_paths(run_dir, [image.name for image, _ in layer_pairs])
@@ -122,8 +163,14 @@ class TrainWidget(Container):
         except VesuviusError as error:
             self._say(str(error), error=True)
             return
+        self._show_folder(run_dir, new_folder)
         arrays = [(i.name, layer_array(i), lb.name, layer_array(lb)) for i, lb in layer_pairs]
         self._save_layers(arrays, targets, config, run_dir)
+
+    def _show_folder(self, run_dir: Path, new_folder: bool) -> None:
+        """Put a new run folder in the field (Resume, Use this model and a later session find it)."""
+        if new_folder:
+            self.form.run_dir.value = run_dir  # watch_run_dir ignores a folder that holds no run yet
 
     def _save_layers(self, arrays: list, targets: list, config: Any, run_dir: Path) -> None:
         from napari_vesuvius.widgets._train_run import save_pairs_job
@@ -148,8 +195,11 @@ class TrainWidget(Container):
         """Continue the run in the run folder with its stored settings."""
         from napari_vesuvius.core.training.rundir import CONFIG_JSON
 
-        run_dir = self._run_folder()
-        if run_dir is None or self._busy():
+        run_dir = self.form.run_folder()
+        if run_dir is None:
+            self._say("choose the run folder to resume (Run folder section)")
+            return
+        if self._busy():
             return
         if not (run_dir / CONFIG_JSON).exists():
             self._say(f"{run_dir} holds no run to resume")
@@ -163,132 +213,72 @@ class TrainWidget(Container):
         return False
 
     def _launch(self, config: Any, run_dir: Path, resume: bool = False) -> None:
-        from napari_vesuvius.core.training.process import TrainingProcess
-
         try:
-            self.process = TrainingProcess.start(config, run_dir, resume=resume)
+            process = self.follower.start(config, run_dir, resume=resume)
         except (OSError, VesuviusError) as error:
             self._say(f"could not start training: {error}", error=True)
             return
-        self.cancelling = self._killed = False
-        self.outcome = ""
-        self.watch_run_dir(force=True)
-        self._say(f"{'resumed' if resume else 'started'} training (pid {self.process.pid}) in {run_dir}")
-        self.timer.start()
-        self._set_buttons()
+        self._last_note = ""
+        self.plot.clear()
+        self._log(f"{'resumed' if resume else 'started'} training (pid {process.pid}) in {run_dir}")
 
     def cancel(self) -> None:
         """Graceful stop (the run saves a checkpoint); a second press while cancelling kills it."""
         if self.save_task.running:
             self.save_task.cancel()
             return
-        if not self.running:
-            return
-        if self.cancelling:
-            self.process.kill()
-            self._killed = True
-            return
-        self.process.cancel()
-        self.cancelling = True
-        self.status.value = "cancelling… (finishing the iteration and saving a checkpoint)"
-        self._set_buttons()
+        self.follower.cancel()
 
     # -- following the run -----------------------------------------------------------------------------
     def watch_run_dir(self, force: bool = False) -> None:
         """Follow the chosen run folder: show its curves, and re-attach to a training running there."""
-        from napari_vesuvius.core.training.monitor import RunWatcher
-        from napari_vesuvius.core.training.process import running_pid
-
         run_dir = self.form.run_folder()
         if run_dir == self._watched and not force:
             return
-        if self.running and not force:
+        if self.running:
             return  # keep following the run in progress
-        self._watched = run_dir
-        self.watcher = None if run_dir is None else RunWatcher(run_dir)
         self.plot.clear()
-        self.progress_bar.value = 0
-        if run_dir is None:
-            self._set_buttons()
-            return
-        if self.process is None or not self.process.running:
-            pid = running_pid(run_dir)
-            self.process = None if pid is None else AttachedRun(run_dir, pid)
-            if self.process is not None:
-                self._say(f"following the training already running in {run_dir} (pid {pid})")
-                self.timer.start()
-        self.poll()
+        self._last_note = ""
+        pid = self.follower.watch(run_dir, attach=True)
+        if pid is not None:
+            self._say(f"following the training already running in {run_dir} (pid {pid})")
 
     def poll(self) -> None:
-        """Timer tick: read new metrics records, refresh progress and plot, notice the process exit."""
-        if self.watcher is not None and self.watcher.poll():
-            self._show_summary()
-        if self.process is not None and not self.process.running:
-            if self.watcher is not None and self.watcher.poll():
-                self._show_summary()
-            self._finished()
-        self._set_buttons()
+        """Read new metrics records now (the follower's timer does this every 500 ms)."""
+        self.follower.poll()
 
-    def _show_summary(self) -> None:
-        summary = self.watcher.summary
-        self.progress_bar.value = int(1000 * summary.fraction)
-        self.plot.update_curves(summary.curves)
-        if summary.state == "running":
-            if self.cancelling:
-                return
-            if summary.message and summary.message != self._last_note:
-                self._last_note = summary.message
-                self._log(summary.message)
-            rate = recent_rate(self.watcher.records)
-            eta = (summary.iterations - summary.iteration) / rate if rate else summary.eta_s
-            speed = f" · {rate:.2f} it/s" if rate else ""
-            per_epoch = summary.iterations // summary.epochs if summary.epochs else 0
-            epoch = min(summary.epochs, summary.iteration // per_epoch + 1) if per_epoch else summary.epoch
-            self.status.value = (
-                f"epoch {epoch}/{summary.epochs} · iteration {summary.iteration:,}/{summary.iterations:,}"
-                f"{speed} · ETA {format_duration(eta)}"
-            )
-        elif summary.state != "not_started":
-            best = ""
-            if summary.best_metric is not None:
-                best = f" · best {summary.best_metric:.4f} (epoch {summary.best_epoch})"
-            self.status.value = (
-                f"{summary.state}: {summary.iteration:,}/{summary.iterations:,} iterations{best}"
-            )
+    def _on_update(self, summary: Any, curves_changed: bool) -> None:
+        if curves_changed:  # an epoch ended: new points, and a checkpoint to use
+            self.plot.update_curves(summary.curves)
+            self._set_buttons()
+        if summary.state == "running" and summary.message and summary.message != self._last_note:
+            self._last_note = summary.message
+            self._log(summary.message)
 
-    def _finished(self) -> None:
-        """The followed process exited: report how it ended (and the log tail on an error)."""
-        process, self.process = self.process, None
-        self.timer.stop()
-        self.cancelling = False
-        state = self.watcher.summary.state if self.watcher is not None else "not_started"
-        code = process.poll()
-        if state in ("running", "not_started"):  # no final record: the process did not end cleanly
-            if self._killed:
-                state = "killed"
-            elif isinstance(process, AttachedRun):
-                state = "stopped"  # not our child: its exit code is unknown
-            else:
-                state = "error"
-        self.outcome = state
-        if state in ("killed", "stopped"):
-            self._say(
-                f"training process {state} without saving: Resume continues from the last completed epoch"
+    def _on_end(self, outcome: str, process: Any) -> None:
+        """The followed process exited: say how it ended (and the log tail on an error)."""
+        run = "" if self._watched is None else f" ({self._watched.name})"
+        if outcome in ("killed", "stopped"):
+            text = (
+                f"training process {outcome} without saving: Resume continues from the last completed epoch"
             )
-        elif state == "error":
-            message = self.watcher.summary.message if self.watcher is not None else ""
+        elif outcome == "error":
+            summary = self.follower.summary
+            message = summary.message if summary is not None else ""
+            text = f"training failed (exit code {process.poll()}): {message or 'see the log'}"
             tail = process.log_tail(2000).strip()
-            self._say(f"training failed (exit code {code}): {message or 'see the log'}", error=True)
             if tail:
                 self._log(tail)
-        elif state == "cancelled":
-            self._say("cancelled: checkpoint and state saved; Resume continues the run")
+        elif outcome == "cancelled":
+            text = "cancelled: checkpoint and state saved; Resume continues the run"
         else:
-            self._say(f"finished: best checkpoint {self.best_checkpoint()}{self._clean_up_note()}")
+            text = f"finished: best checkpoint {self.best_checkpoint()}{self._clean_up_note()}"
+        self.status.value = text
+        self._log(text)
+        self.follower.announce(f"Training{run}: {text}", outcome)
 
     def _clean_up_note(self) -> str:
         """``; its clean-up: …`` when the run chose one for its best checkpoint (``postprocess.json``)."""
-        from napari_vesuvius.core.errors import VesuviusError
         from napari_vesuvius.core.postprocess import PostprocessConfig
         from napari_vesuvius.core.training.postprocess_step import POSTPROCESS_JSON
 
@@ -309,7 +299,8 @@ class TrainWidget(Container):
         self.start_button.enabled = not busy
         self.cancel_button.enabled = busy
         self.cancel_button.text = "Kill now" if self.cancelling else "Cancel"
-        finished = self.watcher is not None and self.watcher.summary.state == "finished"
+        summary = self.follower.summary
+        finished = summary is not None and summary.state == "finished"
         self.resume_button.enabled = (
             not busy and run_dir is not None and (run_dir / CONFIG_JSON).exists() and not finished
         )
@@ -318,29 +309,26 @@ class TrainWidget(Container):
     # -- use this model --------------------------------------------------------------------------------
     def best_checkpoint(self) -> Path | None:
         """``checkpoint_best.pt`` of the run folder, else ``checkpoint_last.pt``, else None."""
-        from napari_vesuvius.core.training.rundir import CHECKPOINT_BEST, CHECKPOINT_LAST
+        from napari_vesuvius.core.proofread.finetune import best_checkpoint
 
-        if self._watched is None:
-            return None
-        for name in (CHECKPOINT_BEST, CHECKPOINT_LAST):
-            if (self._watched / name).is_file():
-                return self._watched / name
-        return None
+        return None if self._watched is None else best_checkpoint(self._watched)
 
     def use_model(self) -> Any:
-        """Hand the best checkpoint to the docked Inference widget (docking one if needed); returns it."""
+        """Hand the best checkpoint to the Inference step (opening one if needed); returns it."""
+        from napari_vesuvius.widgets._docks import find_widget, show_widget
         from napari_vesuvius.widgets.inference_widget import InferenceWidget
 
         checkpoint = self.best_checkpoint()
         if checkpoint is None:
             self._say("no checkpoint yet: it is written at the end of each epoch")
             return None
-        docked = [w for w in self.viewer.window.dock_widgets.values() if isinstance(w, InferenceWidget)]
-        widget = docked[0] if docked else InferenceWidget(self.viewer)
-        if not docked:
+        widget = find_widget(self.viewer, InferenceWidget)
+        if widget is None:
+            widget = InferenceWidget(self.viewer)
             self.viewer.window.add_dock_widget(widget, name="Inference", tabify=True)
         widget.models.model.value = checkpoint
-        self._say(f"Inference widget model set to {checkpoint}")
+        show_widget(self.viewer, widget)
+        self._say(f"Inference model set to {checkpoint}")
         return widget
 
     # -- messages ------------------------------------------------------------------------------------------

@@ -59,11 +59,12 @@ def iter_submit(
     ``write``) and whose settings say which clean-up was used (``postprocess_source``). Bad ids, images
     or masks raise ``SubmissionError`` before the zip is swapped in; a cancel leaves ``out`` as it was.
     """
-    from napari_vesuvius.core.inference.engine import predict_volume
-
     window = SlidingWindowSettings.build(settings, **overrides).replace(output_dtype="float16")
     started = time.perf_counter()
-    targets = submission_targets(data)
+    targets = submission_targets(data)  # a folder that is no test set is refused before any work
+
+    from napari_vesuvius.core.inference.engine import predict_volume  # torch: after the checks
+
     yield Progress(0, 1, f"loading {len(models)} model(s)")
     members = load_models(models)
     config_source = "given"

@@ -101,6 +101,7 @@ class ModelRunner:
         self.tiles_skipped = 0
         self.forward_s = 0.0
         self.front = 0  # original-volume z below which this model's probabilities were handed out
+        self._raw_row: np.ndarray | None = None  # raw voxels of the row being blended (previews)
 
     # ----------------------------------------------------------------------------------- reading
     def _read_row(self, z0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +215,21 @@ class ModelRunner:
         prob = torch.where(covered, prob, torch.zeros((), device=prob.device))
         return a - bz, b - bz, prob.cpu().numpy()
 
+    def provisional(self) -> tuple[int, int, np.ndarray] | None:
+        """A preview of the row being blended: the probabilities of the tiles blended so far.
+
+        Covers the accumulator (``[acc_z, acc_z + patch_z)`` padded, cropped to the volume), with air
+        set to 0 and voxels no tile has reached yet 0. Every voxel of it is finalised later (by this
+        row or the next ones), so writing the preview into an output never changes the final result.
+        Read-only: the accumulator is not modified.
+        """
+        if self._raw_row is None:
+            return None
+        result = self._finalize(min(self.acc_z + self.patch[0], self.full[0]))
+        if result is not None:
+            self._zero_air(result, self._raw_row, self.acc_z)
+        return result
+
     def _zero_air(self, result: tuple[int, int, np.ndarray], raw: np.ndarray, z0: int) -> None:
         """Set the probability outside the scanned region (``ct == 0``) to 0, in place.
 
@@ -252,6 +268,7 @@ class ModelRunner:
         z0 = self.rows[index]
         py, px = self.patch[1], self.patch[2]
         raw, norm = self._read_row(z0)
+        self._raw_row = raw
         pending: list[tuple[np.ndarray, tuple[int, int], float | None]] = []
         done = done_before
 

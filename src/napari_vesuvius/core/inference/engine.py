@@ -105,6 +105,29 @@ class _Combiner:
         return out
 
 
+def _previewing(
+    rows: Generator[Progress, None, Any], runner: Any, out: Any, every_s: float, shown: list[float]
+) -> Generator[Progress, None, Any]:
+    """Pass ``rows``' reports on; before one, write the runner's preview into ``out`` when due."""
+    dtype = np.dtype(out.dtype)
+    try:
+        while True:
+            try:
+                report = next(rows)
+            except StopIteration as stop:
+                return stop.value
+            now = time.perf_counter()
+            if now - shown[0] >= every_s:
+                shown[0] = now
+                preview = runner.provisional()
+                if preview is not None:
+                    z0, z1, prob = preview
+                    out[z0:z1] = _convert(prob, dtype)
+            yield report
+    finally:
+        rows.close()
+
+
 def predict_volume(
     volume: Any,
     models: InferenceModel | Sequence[WeightedModel],
@@ -112,6 +135,7 @@ def predict_volume(
     *,
     output: Any = None,
     source: str | Path | None = None,
+    preview_s: float | None = None,
     **overrides: Any,
 ) -> Generator[Progress, None, PredictionResult]:
     """Sliding-window surface probability of a ``(Z, Y, X)`` CT volume (numpy or dask).
@@ -121,7 +145,10 @@ def predict_volume(
     ``step=0.25`` change single fields. ``output``: ``None`` for a new numpy array of the settings'
     ``output_dtype``, or an existing numpy/zarr array of the volume's shape (its own dtype decides the
     conversion). ``source``: the volume's file, named in errors and warnings (default: the file a
-    ``core.volume`` array was opened from). Returns a :class:`PredictionResult`.
+    ``core.volume`` array was opened from). ``preview_s``: for a viewer showing ``output`` while it
+    fills (one model only), also write the row of tiles in progress, blended so far, at most every
+    ``preview_s`` seconds; those voxels are overwritten by their final values later, so the result is
+    the same (None, the default: only final slabs are written). Returns a :class:`PredictionResult`.
     """
     from . import device as devices
     from ._runner import ModelRunner
@@ -166,6 +193,7 @@ def predict_volume(
     combiner = _Combiner(shape) if len(runners) > 1 else None
     written = 0
     done = 0
+    shown = [time.perf_counter()]  # when a preview was last written
     _set_complete(out, False, described)
     yield Progress(0, total, "starting")
     while written < shape[0]:
@@ -176,7 +204,10 @@ def predict_volume(
         index = min(pending, key=lambda i: runners[i].front)
         runner = runners[index]
         done_before = done
-        finished = yield from runner.run_row(next_row[index], done, total)
+        rows = runner.run_row(next_row[index], done, total)
+        if preview_s is not None and combiner is None:
+            rows = _previewing(rows, runner, out, preview_s, shown)
+        finished = yield from rows
         done = done_before + len(runner.yx)
         next_row[index] += 1
         if finished is None:

@@ -15,7 +15,8 @@ Qt-free. Public API (everything in ``__all__``; other modules are implementation
 * the steps on their own: thresholds (``threshold``, with :class:`ProbabilityKeys`), ellipsoid
   morphology (``morphology``) and 26-connected component tools (``components``; the Components panel
   and proofreading delete/keep pieces with them; :class:`ComponentFilter` labels once and filters by
-  size / keep-k for many values, the pipeline's components step and the sweep's);
+  size / keep-k for many values, the pipeline's components step and the sweep's;
+  :func:`labelling_without_gil` makes a worker thread's labelling release the GIL);
 * choosing settings on labelled volumes, in submodules not imported here (they pull in the metric):
   :mod:`.sweep` scores a parameter over a grid of values; :mod:`.choice` chooses a model's clean-up
   (hysteresis T_low × closing), stores it in the checkpoint and reads it back as its default.
@@ -31,6 +32,7 @@ from .components import (
     keep_components,
     keep_largest_components,
     label_components,
+    labelling_without_gil,
     remove_components,
     remove_dust,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "keep_components",
     "keep_largest_components",
     "label_components",
+    "labelling_without_gil",
     "percentile_threshold_value",
     "preview_region",
     "preview_slice",

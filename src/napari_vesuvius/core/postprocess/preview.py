@@ -25,13 +25,14 @@ call ``prepare_result`` in the background when keep-k is on.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..progress import run_job
+from ..progress import Progress, run_job
 from .config import PostprocessConfig
 from .morphology import morphology_halo
 from .pipeline import check_scan_mask, iter_pipeline_steps
@@ -57,10 +58,15 @@ class PreviewCache:
     Holds the validated probability keys, percentile threshold values and (after :meth:`prepare`)
     full 3D threshold masks for the last few threshold settings. It is bound to one ``prob`` /
     ``scan_mask`` pair (by identity) and resets itself when given different arrays.
+
+    Thread-safe: the Tune widget previews in one worker thread while another refines the exact result.
+    Lookups and stores take a short lock; the computations run outside it, and a result computed for
+    a pair the cache has meanwhile been rebound away from is returned but not stored.
     """
 
     def __init__(self, max_masks: int = 4) -> None:
         self.max_masks = max_masks
+        self._lock = threading.RLock()
         self._prob: Any = None
         self._scan: Any = None
         self._keys: ProbabilityKeys | None = None
@@ -69,36 +75,49 @@ class PreviewCache:
         self._results: OrderedDict[PostprocessConfig, np.ndarray] = OrderedDict()
 
     def _bind(self, prob: Any, scan_mask: Any) -> None:
-        if prob is not self._prob or scan_mask is not self._scan:
-            self._prob, self._scan = prob, scan_mask
-            self._keys = None
-            self._percentile.clear()
-            self._masks.clear()
-            self._results.clear()
+        with self._lock:
+            if prob is not self._prob or scan_mask is not self._scan:
+                self._prob, self._scan = prob, scan_mask
+                self._keys = None
+                self._percentile.clear()
+                self._masks.clear()
+                self._results.clear()
+
+    def _bound_to(self, prob: Any, scan_mask: Any) -> bool:
+        return prob is self._prob and scan_mask is self._scan
 
     def keys(self, prob: Any, scan_mask: Any = None) -> ProbabilityKeys:
         """Validated integer keys of the whole volume (computes a dask array once)."""
         self._bind(prob, scan_mask)
-        if self._keys is None:
+        keys = self._keys
+        if keys is None:
             array = prob.compute() if hasattr(prob, "compute") and not isinstance(prob, np.ndarray) else prob
-            self._keys = ProbabilityKeys(np.asarray(array))
-        return self._keys
+            keys = ProbabilityKeys(np.asarray(array))
+            with self._lock:
+                if self._bound_to(prob, scan_mask):
+                    self._keys = keys
+        return keys
 
     def percentile_value(self, prob: Any, fraction: float, scan_mask: Any = None) -> float:
         """The whole-volume percentile threshold value, computed once per fraction."""
         keys = self.keys(prob, scan_mask)
-        if fraction not in self._percentile:
+        value = self._percentile.get(fraction)
+        if value is None:
             scan = check_scan_mask(scan_mask, keys.keys.shape, None)
-            self._percentile[fraction] = percentile_threshold_value(keys, fraction, scan)
-        return self._percentile[fraction]
+            value = percentile_threshold_value(keys, fraction, scan)
+            with self._lock:
+                if self._bound_to(prob, scan_mask):
+                    self._percentile[fraction] = value
+        return value
 
     def thresholded(self, prob: Any, config: PostprocessConfig, scan_mask: Any = None) -> np.ndarray | None:
         """The cached whole-volume threshold mask for ``config``'s threshold settings, if prepared."""
         self._bind(prob, scan_mask)
         key = _threshold_key(config)
-        mask = self._masks.get(key)
-        if mask is not None:
-            self._masks.move_to_end(key)
+        with self._lock:
+            mask = self._masks.get(key)
+            if mask is not None:
+                self._masks.move_to_end(key)
         return mask
 
     def prepare(self, prob: Any, config: PostprocessConfig, scan_mask: Any = None) -> np.ndarray:
@@ -116,38 +135,50 @@ class PreviewCache:
             mask = threshold_hysteresis(
                 keys, config.t_low, config.t_high, scan if config.gate_to_scan else None
             )
-        self._masks[_threshold_key(config)] = mask
-        while len(self._masks) > self.max_masks:
-            self._masks.popitem(last=False)
+        with self._lock:
+            if self._bound_to(prob, scan_mask):
+                self._masks[_threshold_key(config)] = mask
+                while len(self._masks) > self.max_masks:
+                    self._masks.popitem(last=False)
         return mask
 
     def result(self, prob: Any, config: PostprocessConfig, scan_mask: Any = None) -> np.ndarray | None:
         """The cached full pipeline result for exactly ``config``, if :meth:`prepare_result` made one."""
         self._bind(prob, scan_mask)
-        return self._results.get(config)
+        with self._lock:
+            return self._results.get(config)
 
-    def prepare_result(self, prob: Any, config: PostprocessConfig, scan_mask: Any = None) -> np.ndarray:
-        """Run the whole pipeline once for ``config`` (reusing a prepared threshold) and cache the mask.
+    def iter_prepare_result(
+        self, prob: Any, config: PostprocessConfig, scan_mask: Any = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """Job: run the whole pipeline once for ``config`` (reusing a prepared threshold) and cache the mask.
 
-        After this, previews with the same config are exact crops; a worker can call it when the
-        sliders stop moving (~0.5 s for 320³).
+        After this, previews with the same config are exact crops; a worker runs it when the sliders
+        stop moving (~0.5 s for 320³) and can stop it between steps when they move again.
         """
         cached = self.result(prob, config, scan_mask)
         if cached is not None:
             return cached
+        yield Progress(0, 1, "reading the probabilities")
         keys = self.keys(prob, scan_mask)
         scan = check_scan_mask(scan_mask, keys.keys.shape, None)
         percentile_t = None
         if config.threshold_mode == "percentile":
             percentile_t = self.percentile_value(prob, config.percentile_fraction, scan_mask)
         thresholded = self.thresholded(prob, config, scan_mask)
-        mask = run_job(
-            iter_pipeline_steps(keys, config, scan, thresholded=thresholded, percentile_t=percentile_t)
+        mask = yield from iter_pipeline_steps(
+            keys, config, scan, thresholded=thresholded, percentile_t=percentile_t
         )
-        self._results[config] = mask
-        while len(self._results) > 2:
-            self._results.popitem(last=False)
+        with self._lock:
+            if self._bound_to(prob, scan_mask):
+                self._results[config] = mask
+                while len(self._results) > 2:
+                    self._results.popitem(last=False)
         return mask
+
+    def prepare_result(self, prob: Any, config: PostprocessConfig, scan_mask: Any = None) -> np.ndarray:
+        """Run the whole pipeline once for ``config`` and cache the mask (see :meth:`iter_prepare_result`)."""
+        return run_job(self.iter_prepare_result(prob, config, scan_mask))
 
 
 def _normalise_box(box: BoxLike, shape: tuple[int, ...]) -> tuple[slice, ...]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cc3d
 import numpy as np
 
 from ..errors import VolumeError
+from .components import _label
 
 _UINT_FOR_FLOAT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -159,7 +159,7 @@ def hysteresis_from_masks(weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
     strong voxels select the components. When every component is kept the weak mask is returned
     as is (no per-voxel lookup).
     """
-    labels, count = cc3d.connected_components(weak, connectivity=26, return_N=True, binary_image=True)
+    labels, count = _label(weak, 26)  # cc3d, or scipy inside labelling_without_gil()
     if count == 0:
         return np.zeros(weak.shape, bool)
     keep = np.zeros(count + 1, bool)

@@ -13,8 +13,9 @@ public names (those the Proofread widget, the ``finetune`` CLI and other package
   ``iter_accept``, ``MAX_EDIT_VOXELS``;
 * :mod:`.save` — versioned saves (TIFF streamed, zarr copy-on-write: only touched chunks rewritten):
   ``save_version``, ``iter_save_version``;
-* :mod:`.autosave` — the atomic ``<id>.autosave.tif`` (labels, their box, the accepted baseline):
-  ``write_autosave``, ``read_autosave``, ``discard_autosave``;
+* :mod:`.autosave` — the atomic ``<id>.autosave.tif`` (labels, their box, the accepted baseline),
+  never replaced by an older snapshot: ``next_generation``, ``write_autosave``, ``read_autosave``,
+  ``discard_autosave``;
 * :mod:`.session` — one editing session (crop, baseline, target): ``EditSession``, ``check_target``;
 * :mod:`.diff` — what the user changed against the accepted model mask: ``diff_counts``, ``DIFF_COLORS``;
 * :mod:`.tools` — component tools: delete/keep, ``split_component`` by a local threshold,

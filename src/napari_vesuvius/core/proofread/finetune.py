@@ -35,6 +35,29 @@ FINETUNE_LR = {"sgd": 1e-3, "adamw": 1e-4}
 CORRECTED_DIR = "corrected"
 
 
+@dataclass
+class CorrectedVolume:
+    """A saved correction: the version file, the region it covers and the image it belongs to."""
+
+    name: str
+    image: Any  # the whole image volume (lazy is fine: only the box is read)
+    image_path: Path | None
+    labels_path: Path
+    box: Box
+    whole: bool
+    #: the family has an original label file, so the saved version is labelled outside the crop too
+    has_original: bool
+
+    def trains_whole(self) -> bool:
+        """Train on the image file and the whole version (else on the crop, written for the run)."""
+        from .accept import MAX_EDIT_VOXELS
+
+        if self.image_path is None or not self.image_path.is_file():
+            return False
+        small = int(np.prod(self.image.shape)) <= MAX_EDIT_VOXELS
+        return self.whole or (self.has_original and small)
+
+
 @dataclass(frozen=True)
 class FinetuneResult:
     """A finished fine-tuning run and the checkpoint to use (best, else last)."""
@@ -136,6 +159,48 @@ def finetune_config(
         seed=int(seed),
         **settings,
     )
+
+
+def model_to_finetune(models: Sequence[Mapping[str, Any]], source: str) -> tuple[Path | None, str]:
+    """``(model, why)``: the model to fine-tune, from the ``ModelSpec.describe()`` dicts of the models
+    that made the prediction ``source`` (a layer name); None with a message asking the user to choose.
+
+    An ensemble fine-tunes its highest-weighted member (the first among equals) and says so.
+    """
+    members = [m for m in models if m.get("path")]
+    if not members:
+        return None, f"{source!r} does not say which model made it: choose the model to fine-tune"
+    weights = [float(m.get("weight") or 1.0) for m in members]
+    chosen = members[weights.index(max(weights))]
+    path = Path(str(chosen["path"]))
+    if not path.exists():
+        return None, f"the model that made {source!r} ({path}) is not found: choose the model to fine-tune"
+    why = f"fine-tunes {path.name}, the model that made {source!r}"
+    if len(members) > 1:
+        why += f" (the highest-weighted of its {len(members)} ensemble models)"
+    return path, why
+
+
+def iter_prepare_finetune(
+    model: str | Path, entries: Sequence[CorrectedVolume], run_dir: str | Path, **settings: Any
+) -> Generator[Progress, None, Any]:
+    """Job: the training pairs of ``entries`` (whole files, or crops written to ``run_dir/corrected/``)
+    and the :func:`finetune_config` of ``model`` on them (``settings``: its keyword arguments)."""
+    from ..volume.io import open_labels
+
+    pairs: list[tuple[Path, Path]] = []
+    for index, entry in enumerate(entries):
+        yield Progress(index, len(entries) + 1, f"preparing {entry.name}")
+        if entry.trains_whole() and entry.image_path is not None:
+            pairs.append((entry.image_path, entry.labels_path))
+            continue
+        with open_labels(entry.labels_path) as volume:
+            labels = read_crop(volume.data, entry.box)
+        folder = Path(run_dir) / CORRECTED_DIR
+        written = yield from iter_write_training_pair(entry.image, labels, folder, entry.name, entry.box)
+        pairs.append(written)
+    yield Progress(len(entries), len(entries) + 1, "fine-tuning settings")
+    return finetune_config(model, pairs, **settings)
 
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:

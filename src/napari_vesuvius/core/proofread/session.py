@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,14 +99,20 @@ class EditSession:
         self.versions.append(path)
         return path
 
-    def autosave(self, labels: np.ndarray | None = None) -> Path:
-        """Write the autosave file (atomic) with the labels and the baseline."""
+    def autosave(
+        self, labels: np.ndarray | None = None, generation: int | None = None, **kwargs: Any
+    ) -> Path | None:
+        """Write the autosave file (atomic) with the labels and the baseline; None when skipped
+        because a newer autosave (larger ``generation``, see :func:`.autosave.next_generation`) of
+        the same file started or is on disk."""
         return write_autosave(
             self.target,
             self.labels if labels is None else labels,
             box=self.box,
             full_shape=self.full_shape,
             baseline=self.baseline,
+            generation=generation,
+            **kwargs,
         )
 
     def diff(self, labels: np.ndarray | None = None) -> np.ndarray:

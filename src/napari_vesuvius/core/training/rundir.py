@@ -87,7 +87,8 @@ class MetricsLog:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if record.get("event") in ("epoch_end", "progress") and int(record.get("epoch", 0)) > epochs_done:
+            per_epoch = record.get("event") in ("epoch_end", "progress", "validating")
+            if per_epoch and int(record.get("epoch", 0)) > epochs_done:
                 continue
             kept.append(line)
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))

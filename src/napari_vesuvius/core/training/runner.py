@@ -10,7 +10,8 @@ and resume to continue), validates after every epoch, keeps the run folder (:mod
 and returns a :class:`TrainResult`. Closing the generator (widget Cancel, CLI SIGTERM through
 ``run_job``) stops after the current iteration: ``checkpoint_last.pt`` and ``train_state.pt`` are saved
 and a ``cancelled`` event is logged, so ``resume=True`` continues at that very iteration. A hard kill
-loses at most the epoch in progress (state is saved at every epoch end).
+loses at most the epoch in progress (state is saved at every epoch end). Before validating an epoch a
+``validating`` event is logged, so a follower can say so during the (possibly long) validation.
 
 Each batch is drawn from ``numpy.random.default_rng([seed, 1, iteration])``, so batches do not depend
 on earlier ones: prefetch threads stay deterministic and a resumed run sees the batches an
@@ -218,6 +219,11 @@ def train(
                 break
             loss = trainer.step(prefetcher.get(trainer.iteration))
             if trainer.iteration % cfg.iterations_per_epoch == 0:
+                # validation takes a while: say so, so a follower shows "validating…", not a stalled ETA
+                metrics.write(
+                    "validating", epoch=trainer.epochs_done, epochs=cfg.epochs, iteration=trainer.iteration,
+                    iterations=total, elapsed=trainer.elapsed(),
+                )  # fmt: skip
                 record = trainer.end_epoch()
                 metrics.write("epoch_end", **record)
                 trainer.save_state()

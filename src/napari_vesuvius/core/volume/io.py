@@ -194,6 +194,25 @@ def is_zarr_path(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in (".zarray", ".zgroup", "zarr.json"))
 
 
+def is_volume_zarr(path: str | Path) -> bool:
+    """True for a zarr folder :func:`open_volume` opens: a 3D array, an OME-Zarr group, or a group holding
+    exactly one 3D array. Reads only the zarr metadata (cheap enough for a reader's ``get_reader`` test)."""
+    if not is_zarr_path(path):
+        return False
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+        if isinstance(node, zarr.Array):
+            return len(node.shape) == 3
+        if ngff_multiscales(dict(node.attrs)):
+            return True
+        arrays = list(node.array_keys())
+        return len(arrays) == 1 and not list(node.group_keys()) and len(node[arrays[0]].shape) == 3
+    except Exception:  # unreadable metadata: not a volume this package opens
+        return False
+
+
 def volume_id(path: str | Path) -> str:
     """A volume's id: its file name without ``.tif``/``.tiff``/``.zarr``, then without ``.ome``.
 
@@ -354,6 +373,7 @@ __all__ = [
     "describe",
     "is_label_name",
     "is_label_volume",
+    "is_volume_zarr",
     "is_zarr_path",
     "iter_label_counts",
     "iter_write_ome_zarr",
