@@ -60,7 +60,7 @@ def test_label_tiff_layer_has_fixed_colours(tmp_path: Path, where: str) -> None:
     tifffile.imwrite(folder / "1234.tif", label_volume(), compression="lzw")
     [(layer_data, meta, layer_type)] = read(folder / "1234.tif")
     assert layer_type == "labels" and isinstance(layer_data, da.Array)
-    assert meta["name"] == "1234 labels (1=surface, 2=ignore)"
+    assert meta["name"] == "1234 labels"
     assert meta["colormap"] == LABEL_COLORS and "contrast_limits" not in meta
 
     from napari.layers import Labels, Layer

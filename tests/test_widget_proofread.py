@@ -230,18 +230,21 @@ def _dock_of(widget):
 
 @pytest.mark.parametrize("how", ["close button", "hide", "workbench tab"])
 def test_closing_or_hiding_the_dock_autosaves_the_last_stroke(scene, qtbot, how):
-    from qtpy.QtWidgets import QLabel, QTabWidget
-
-    from napari_vesuvius.widgets.workbench import StepScrollArea
+    from napari_vesuvius.widgets.proofread_widget import ProofreadWidget
+    from napari_vesuvius.widgets.workbench import Workbench
 
     viewer, widget, _, label_path = scene
-    tabs = None
-    if how == "workbench tab":  # the step in a tab of a workbench-like dock
-        viewer.window.remove_dock_widget(_dock_of(widget))
-        tabs = QTabWidget()
-        tabs.addTab(StepScrollArea(widget), "Proofread")
-        tabs.addTab(QLabel("another step"), "Export")
-        viewer.window.add_dock_widget(tabs, name="Vesuvius")
+    workbench = None
+    if how == "workbench tab":  # the Proofread tab of a docked workbench
+        workbench = Workbench(viewer, persist=False)
+        viewer.window.add_dock_widget(workbench, name="Vesuvius")
+        qtbot.waitUntil(lambda: workbench.ready, timeout=60_000)
+        workbench.show_step(ProofreadWidget)
+        previous = widget
+        widget = workbench.step(ProofreadWidget)
+        widget.image.value, widget.prediction.value = previous.image.value, previous.prediction.value
+        widget.existing.value = previous.existing.value
+        widget.autosave_minutes.value = 0.0
     viewer.window.show()
     qtbot.waitUntil(widget.native.isVisible)
     layer = _accept_and_paint(viewer, widget, qtbot)
@@ -252,7 +255,7 @@ def test_closing_or_hiding_the_dock_autosaves_the_last_stroke(scene, qtbot, how)
     elif how == "hide":
         dock.hide()  # the Window menu's toggle
     else:
-        tabs.setCurrentIndex(1)  # the user goes on to another step
+        workbench.tabs.setCurrentIndex(workbench.tabs.count() - 1)  # the user goes on to Export
     qtbot.waitUntil(lambda: autosave_path(label_path).is_file(), timeout=30_000)
     qtbot.waitUntil(lambda: not widget.autosave_task.running, timeout=30_000)
     np.testing.assert_array_equal(read_autosave(autosave_path(label_path)).data, layer.data)

@@ -41,7 +41,9 @@ from napari_vesuvius.core.volume.io import (
 from napari_vesuvius.widgets._layers import LABELS_OPACITY
 
 LayerData = tuple[Any, dict[str, Any], str]
-LABELS_SUFFIX = "(1=surface, 2=ignore)"
+#: the label values' meaning, shown with the layer (Data step info) rather than in its name, which
+#: napari's layer list would truncate
+LABELS_LEGEND = "1 = surface (orange), 2 = ignore (blue-grey)"
 
 
 def can_read(path: str | Path) -> bool:
@@ -80,7 +82,7 @@ def layer_data(volume: LazyVolume, *, as_labels: bool | None = None) -> LayerDat
     }
     if labels:
         label_name = name if "label" in name.lower() else f"{name} labels"
-        meta.update(name=f"{label_name} {LABELS_SUFFIX}", colormap=dict(LABEL_COLORS), opacity=LABELS_OPACITY)
+        meta.update(name=label_name, colormap=dict(LABEL_COLORS), opacity=LABELS_OPACITY)
         return (data, meta, "labels")
     meta.update(name=name, contrast_limits=contrast_limits_for(smallest), colormap="gray")
     return (data, meta, "image")

@@ -9,7 +9,7 @@ from napari_vesuvius.core.labels import LABEL_COLORS
 SAMPLE_SHAPE: tuple[int, int, int] = (128, 128, 128)
 SAMPLE_SEED = 7  # a view with six sheets, converging pairs and tears
 IMAGE_LAYER_NAME = "synthetic CT"
-LABELS_LAYER_NAME = "synthetic labels (1=surface, 2=ignore)"
+LABELS_LAYER_NAME = "synthetic labels"
 
 
 def labels_colormap() -> Any:

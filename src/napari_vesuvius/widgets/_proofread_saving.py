@@ -189,8 +189,23 @@ class SavingMixin:
             print(f"napari-vesuvius: autosave failed: {error}", file=sys.stderr)
 
     def _view_hidden(self) -> None:
-        """The proofreading view was hidden (dock closed with ×, another workbench tab): autosave."""
+        """The proofreading view was hidden (dock closed with ×, another workbench tab): autosave.
+
+        Started from the event loop's next turn, not inside Qt's hide event: starting a job runs the event
+        loop (napari's progress widgets), which must not happen while Qt is hiding the dock.
+        """
+        from qtpy.QtCore import QTimer
+
         with contextlib.suppress(RuntimeError):  # Qt objects already deleted at exit
+            timer = getattr(self, "_after_hide", None)
+            if timer is None:  # a child of the widget: never fires into a deleted one
+                timer = self._after_hide = QTimer(self.native)
+                timer.setSingleShot(True)
+                timer.timeout.connect(self._autosave_after_hide)
+            timer.start(0)
+
+    def _autosave_after_hide(self) -> None:
+        with contextlib.suppress(RuntimeError):
             self.autosave()
 
     def _restart_autosave_timer(self, *_: Any) -> None:
@@ -205,9 +220,7 @@ class SavingMixin:
         """Autosave when napari's main window closes (dock widgets may outlive its close event)."""
         if self._window_watcher is not None:
             return
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if window is None:
-            window = self.native.window()
+        window = self.native.window()  # napari's main window once docked (no private napari API)
         if window is not None and window is not self.native:
             self._window_watcher = make_event_watcher({"Close": self.final_autosave})
             window.installEventFilter(self._window_watcher)

@@ -86,7 +86,7 @@ class RetrainComparison:
         self.comparison = comparison
         if comparison is not None and comparison.fair:
             means = {which: comparison.mean(which) for which in ("old", "new")}
-            rows = [[round(float(means[k][c]), 4) for c in SCORE_COLUMNS] for k in ("old", "new")]
+            rows = [[f"{float(means[k][c]):.4f}" for c in SCORE_COLUMNS] for k in ("old", "new")]
             note = f"{comparison.note}; post-processed with {source}"
             verdict = comparison.verdict()
         else:

@@ -110,3 +110,30 @@ def primary_button(text: str, tooltip: str | None = None, name: str | None = Non
         button.name = name
     button.native.setStyleSheet("font-weight: bold;")
     return button
+
+
+def fit_for_dock(root: Any, characters: int = 12) -> None:
+    """Make every combo box and table under the Qt widget ``root`` behave in a narrow dock.
+
+    * A Qt combo box grows with its longest item by default, so one long layer name (``<id> labels
+      (1=surface, 2=ignore)``) would widen the whole dock beyond a laptop screen: combos are sized by
+      ``characters`` instead (the open list shows the whole name, elided in the middle if need be).
+    * magicgui's tables reformat every numeric-looking cell (an id ``370800000`` shows as ``3.708e+08``, a
+      ``3.3`` as ``3.3000``): tables show their cells exactly as the step wrote them.
+
+    The workbench applies this to every step (``workbench.StepScrollArea``), whichever way it is opened.
+    """
+    from qtpy.QtWidgets import QComboBox, QStyledItemDelegate, QTableWidget
+
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(characters)
+        combo.view().setTextElideMode(_elide_middle())
+    for table in root.findChildren(QTableWidget):
+        table.setItemDelegate(QStyledItemDelegate(table))
+
+
+def _elide_middle() -> Any:
+    from qtpy.QtCore import Qt
+
+    return Qt.TextElideMode.ElideMiddle

@@ -279,6 +279,10 @@ class DataWidget(Container):
 
     def describe(self) -> None:
         """Show shape, dtype and chunking of every layer just opened (no pixel data read)."""
+        from napari.layers import Labels
+
+        from napari_vesuvius._reader import LABELS_LEGEND
+
         self.counts.value = ""
         lines = []
         for layer in self._dataset_layers:
@@ -286,6 +290,8 @@ class DataWidget(Container):
             chunks = getattr(data, "chunksize", None) or getattr(data, "chunks", None)
             levels = f", {len(layer.data)} levels" if getattr(layer, "multiscale", False) else ""
             lines.append(f"{layer.name}: shape {tuple(data.shape)}, {data.dtype}, chunks {chunks}{levels}")
+            if isinstance(layer, Labels):
+                lines.append(f"  labels: {LABELS_LEGEND}")
         self.info.value = "\n".join(lines)
 
     def count_label_values(self) -> None:

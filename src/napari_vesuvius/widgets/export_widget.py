@@ -270,7 +270,7 @@ class ExportWidget(Container):
         self.message.value = (
             f"wrote {summary.path}: {volumes} volume(s), {size}; "
             "verified (every id present, uint8 {0,1}, shapes match, re-read identically); clean-up: "
-            f"{summary.settings.get('postprocess_source', 'given')}"
+            f"{_clean_up_text(summary.settings.get('postprocess_source'), self.config_source.value)}"
         )
 
     def _failed(self, error: BaseException) -> None:
@@ -282,3 +282,10 @@ class ExportWidget(Container):
 
     def _cancelled(self, out: Path) -> None:
         self.message.value = f"cancelled; {out} was not changed"
+
+
+def _clean_up_text(source: str | None, choice: str) -> str:
+    """Which clean-up the submission used, in the words of the dock (core says ``given`` for a passed one)."""
+    if source in (None, "given"):
+        return "the Tune step's settings" if choice == "Tune widget" else f"the {choice}"
+    return source

@@ -118,8 +118,8 @@ class ProofreadWidget(SavingMixin, Container):
             tooltip="0 = only when the view is hidden or napari closes",
         )  # fmt: skip
         autosave_note = status_label("also when this view is hidden or napari closes")
-        self.autosave_task = TaskRunner(name="autosave_task")
-        self.diff_task = TaskRunner(name="diff_task")
+        self.autosave_task = TaskRunner(name="autosave_task", activity=False)  # housekeeping
+        self.diff_task = TaskRunner(name="diff_task", activity=False)
         self.tools = ProofreadTools(self)
         self.retrain = RetrainPanel(self, persist=persist)
         self.region_section = Section("Region", [self.region, self.box, self.depth])

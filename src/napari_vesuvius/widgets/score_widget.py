@@ -60,15 +60,6 @@ DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
 }
 
 
-def narrow(combo: ComboBox, characters: int = 12) -> ComboBox:
-    """A combo box whose width does not follow its longest choice (long layer names never widen the dock)."""
-    from qtpy.QtWidgets import QComboBox
-
-    combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    combo.native.setMinimumContentsLength(characters)
-    return combo
-
-
 class ScoreWidget(Container):
     """Score a mask against labels; sweep a post-processing parameter and plot score vs value."""
 
@@ -116,8 +107,6 @@ class ScoreWidget(Container):
         range_row = row(self.start, self.stop, self.step)
         range_row.label = "range"
         range_row.tooltip = "start, stop and step of the swept values"
-        for combo in (self.volumes, self.mask, self.labels_layer, self.probability, self.ct, self.base):
-            narrow(combo)
         #: the sweep's labelled inputs (the base config moves to Score's inputs for all training volumes)
         self.sweep_form = compact(
             Container(

@@ -26,6 +26,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.widgets._sections import fit_for_dock
 
 if TYPE_CHECKING:
     import napari
@@ -107,6 +108,7 @@ class StepScrollArea(QScrollArea):
     def set_step(self, step: Any) -> None:
         self.step = step
         self._magic_widget = step  # napari's dock_widgets / inner_widget return the step widget
+        fit_for_dock(step.native)  # a long layer name never widens the dock
         self.setWidget(step.native)
         self.setMinimumWidth(min(DOCK_WIDTH, step.native.minimumSizeHint().width() + 20))
 
