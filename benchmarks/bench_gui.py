@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._gui_monitor import Gap, GuiMonitor  # noqa: E402
 from benchmarks._journey import Journey, JourneyInputs, make_inputs, process_events, wait_until  # noqa: E402
+from benchmarks._journey_support import idle  # noqa: E402
 
 GAP_TARGET_MS = 100
 PREVIEW_TARGET_MS = 100
@@ -158,6 +159,10 @@ def tune_latency(bench: Bench, size: int, changes: int) -> list[float]:
         if layer is not None and layer in bench.viewer.layers:
             bench.viewer.layers.remove(layer)
     journey.probability, journey.image = saved
+    # the exact whole-volume refinement of the last settings may still run: let it end, so the next
+    # measurement (GUI vs CLI inference) does not share the two cores with it
+    tune = journey.step("Tune")
+    wait_until(lambda: idle(tune), 600, "the Tune step's background work to end")
     process_events(SETTLE_MS)
     return latencies
 
