@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,6 +182,15 @@ class InferenceWidget(Container):
         opened += [layer.metadata.get("path") for layer in self.viewer.layers]
         inputs = [*opened, *(spec.path for spec in specs)]
         replace = bool(self.replace_zarr.value)
+        if target:  # refused before any work (cheap path checks); the job checks again as it creates
+            from napari_vesuvius.core.errors import VesuviusError
+            from napari_vesuvius.core.outputs import check_output_path
+
+            try:
+                check_output_path(Path(target), inputs=inputs, overwrite=replace, hint=REPLACE_HINT)
+            except (VesuviusError, OSError) as error:
+                self.message.value = str(error)
+                return None
         # errors and conversion notices name the layer's file, else the layer
         source = (
             image_layer.metadata.get("path")
@@ -346,6 +356,10 @@ def _coalesced(job: Generator[Progress, None, Any], stopping: Any) -> Generator[
         job.close()
 
 
+#: how to allow replacing an existing zarr output (in the refusal's message)
+REPLACE_HINT = "tick 'replace an existing output' (Zarr output section) to replace it"
+
+
 def _make_output(
     target: str, shape: tuple[int, ...], dtype: str, inputs: list[Any], replace: bool
 ) -> tuple[Any, Any]:
@@ -361,7 +375,7 @@ def _make_output(
 
     pending = create_prediction_output(
         target, shape, np.dtype(dtype), inputs=inputs, overwrite=replace,
-        hint="tick 'replace an existing output' (Zarr output section) to replace it",
+        hint=REPLACE_HINT,
         chunks=tuple(min(128, n) for n in shape),
     )  # fmt: skip
     return pending.array, pending
