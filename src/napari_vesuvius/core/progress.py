@@ -191,12 +191,11 @@ class StopFlag:
         return self.requested
 
 
-def scaled(
-    job: Iterator[Progress], start: int, span: int, total: int, prefix: str = ""
-) -> Iterator[Progress]:
-    """Re-yield a sub-job's progress mapped onto ``start .. start + span`` of ``total``; returns its result.
+def relay(job: Iterator[Progress], on_report: Callable[[Progress], Progress | None]) -> Iterator[Progress]:
+    """Re-yield what ``on_report`` makes of each of ``job``'s reports (None: drop it); returns its result.
 
-    Closing this generator (cancel) closes the sub-job too, so its ``finally`` blocks run at once.
+    The one wrapper for a job's reports (mapped, thinned out, or with work done before one is passed
+    on). Closing this generator (cancel) closes the job too, so its ``finally`` blocks run at once.
     """
     try:
         while True:
@@ -204,6 +203,20 @@ def scaled(
                 report = next(job)
             except StopIteration as stop:
                 return stop.value
-            yield Progress(start + round(span * report.fraction), total, prefix + report.message)
+            passed = on_report(report)
+            if passed is not None:
+                yield passed
     finally:
         job.close()  # type: ignore[attr-defined]
+
+
+def scaled(
+    job: Iterator[Progress], start: int, span: int, total: int, prefix: str = ""
+) -> Iterator[Progress]:
+    """Re-yield a sub-job's progress mapped onto ``start .. start + span`` of ``total``; returns its result.
+
+    Closing this generator (cancel) closes the sub-job too, so its ``finally`` blocks run at once.
+    """
+    return relay(
+        job, lambda report: Progress(start + round(span * report.fraction), total, prefix + report.message)
+    )

@@ -50,7 +50,7 @@ from napari_vesuvius.widgets._proofread_layers import layer_path, run_while_visi
 from napari_vesuvius.widgets._retrain_compare import SCORE_COLUMNS, RetrainComparison
 from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
-from napari_vesuvius.widgets._training_follower import TrainingFollower
+from napari_vesuvius.widgets._training_follower import FollowsTraining, TrainingFollower
 
 #: the settings restored in a new napari session; never the model (it follows the prediction)
 SETTING_NAMES = [
@@ -58,7 +58,7 @@ SETTING_NAMES = [
 ]  # fmt: skip
 
 
-class RetrainPanel(RetrainComparison, Container):
+class RetrainPanel(FollowsTraining, RetrainComparison, Container):
     """Model line, epochs, Retrain / Cancel, progress and status; details and the comparison in sections."""
 
     def __init__(self, owner: Any, persist: bool | None = None) -> None:
@@ -132,23 +132,6 @@ class RetrainPanel(RetrainComparison, Container):
         """The controls of a retrain (the Proofread step lists them among its own)."""
         return [self.model, self.model_note, self.epochs, self.retrain_button, self.cancel_button,
                 self.progress_bar, self.status]  # fmt: skip
-
-    @property
-    def process(self) -> Any:
-        """The followed fine-tuning process, else None."""
-        return self.follower.process
-
-    @property
-    def timer(self) -> Any:
-        return self.follower.timer
-
-    @property
-    def cancelling(self) -> bool:
-        return self.follower.cancelling
-
-    @property
-    def running(self) -> bool:
-        return self.follower.running
 
     # -- which model -------------------------------------------------------------------------------
     def _follow_prediction(self) -> None:

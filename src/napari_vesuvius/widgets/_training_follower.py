@@ -227,3 +227,26 @@ class TrainingFollower:
         from napari.utils.notifications import show_error, show_info
 
         (show_error if outcome == "error" else show_info)(text)
+
+
+class FollowsTraining:
+    """The followed run's state as attributes of a dock (Train, Retrain) that owns ``self.follower``."""
+
+    follower: TrainingFollower
+
+    @property
+    def process(self) -> Any:
+        """The followed training process (TrainingProcess or AttachedRun), else None."""
+        return self.follower.process
+
+    @property
+    def timer(self) -> Any:
+        return self.follower.timer
+
+    @property
+    def cancelling(self) -> bool:
+        return self.follower.cancelling
+
+    @property
+    def running(self) -> bool:
+        return self.follower.running

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, SpinBox, TextEdit
 
-from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.core.progress import Progress, relay
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, MODELS, layer_array, probability_style
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
@@ -341,19 +341,17 @@ def _coalesced(job: Generator[Progress, None, Any], stopping: Any) -> Generator[
     ``stopping()`` (Cancel): the worker stops at a report it receives, so Cancel still acts within a batch.
     """
     last, total = -float("inf"), None
-    try:
-        while True:
-            try:
-                report = next(job)
-            except StopIteration as stop:
-                return stop.value
-            now = time.perf_counter()
-            due = now - last >= REPORT_INTERVAL_S or report.total != total or report.done >= report.total
-            if due or stopping():
-                last, total = now, report.total
-                yield report
-    finally:
-        job.close()
+
+    def due(report: Progress) -> Progress | None:
+        nonlocal last, total
+        now = time.perf_counter()
+        late = now - last >= REPORT_INTERVAL_S or report.total != total or report.done >= report.total
+        if not (late or stopping()):
+            return None
+        last, total = now, report.total
+        return report
+
+    return relay(job, due)
 
 
 #: how to allow replacing an existing zarr output (in the refusal's message)

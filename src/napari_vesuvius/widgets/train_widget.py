@@ -34,7 +34,7 @@ from napari_vesuvius.widgets._sections import Section, compact, primary_button, 
 from napari_vesuvius.widgets._settings import WidgetSettings
 from napari_vesuvius.widgets._train_form import FOLDER, SETTING_NAMES, TrainForm
 from napari_vesuvius.widgets._train_run import pair_paths
-from napari_vesuvius.widgets._training_follower import POLL_INTERVAL_MS, TrainingFollower
+from napari_vesuvius.widgets._training_follower import POLL_INTERVAL_MS, FollowsTraining, TrainingFollower
 
 if TYPE_CHECKING:
     import napari
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["POLL_INTERVAL_MS", "TrainWidget"]
 
 
-class TrainWidget(Container):
+class TrainWidget(FollowsTraining, Container):
     """Data, model and epochs; Start / Cancel / Resume; progress and status; details, curves and log."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
@@ -103,30 +103,13 @@ class TrainWidget(Container):
 
     # -- the followed run (compatibility names used by tests and docs) ---------------------------------
     @property
-    def process(self) -> Any:
-        """The followed training process (TrainingProcess or AttachedRun), else None."""
-        return self.follower.process
-
-    @property
     def watcher(self) -> Any:
         return self.follower.watcher
-
-    @property
-    def timer(self) -> Any:
-        return self.follower.timer
-
-    @property
-    def cancelling(self) -> bool:
-        return self.follower.cancelling
 
     @property
     def outcome(self) -> str:
         """How the last followed run ended: "", finished, cancelled, killed, stopped, error."""
         return self.follower.outcome
-
-    @property
-    def running(self) -> bool:
-        return self.follower.running
 
     @property
     def _watched(self) -> Path | None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
-from napari_vesuvius.core.progress import Progress, run_job
+from napari_vesuvius.core.progress import Progress, relay, run_job
 
 from .intensity import prepare_input
 from .model_api import InferenceModel, WeightedModel
@@ -110,22 +110,18 @@ def _previewing(
 ) -> Generator[Progress, None, Any]:
     """Pass ``rows``' reports on; before one, write the runner's preview into ``out`` when due."""
     dtype = np.dtype(out.dtype)
-    try:
-        while True:
-            try:
-                report = next(rows)
-            except StopIteration as stop:
-                return stop.value
-            now = time.perf_counter()
-            if now - shown[0] >= every_s:
-                shown[0] = now
-                preview = runner.provisional()
-                if preview is not None:
-                    z0, z1, prob = preview
-                    out[z0:z1] = _convert(prob, dtype)
-            yield report
-    finally:
-        rows.close()
+
+    def before_report(report: Progress) -> Progress:
+        now = time.perf_counter()
+        if now - shown[0] >= every_s:
+            shown[0] = now
+            preview = runner.provisional()
+            if preview is not None:
+                z0, z1, prob = preview
+                out[z0:z1] = _convert(prob, dtype)
+        return report
+
+    return relay(rows, before_report)
 
 
 def predict_volume(
