@@ -50,9 +50,9 @@ def test_info_ome_zarr_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, out, _ = run_info(capsys, str(tmp_path / "s.zarr"), "--json")
     info = json.loads(out)
     assert code == 0 and info["kind"] == "ome-zarr" and info["multiscale"] is True and "counts" not in info
-    assert info["levels"] == [
-        {"shape": [32, 32, 32], "chunks": [16, 16, 16]},
-        {"shape": [16, 16, 16], "chunks": [16, 16, 16]},
+    assert [(level["shape"], level["chunks"], level["scale"]) for level in info["levels"]] == [
+        ([32, 32, 32], [16, 16, 16], [1.0, 1.0, 1.0]),
+        ([16, 16, 16], [16, 16, 16], [2.0, 2.0, 2.0]),
     ]
     code, out, _ = run_info(capsys, str(tmp_path / "s.zarr"))
     assert code == 0

@@ -13,6 +13,14 @@ import numpy as np
 from napari_vesuvius.core.errors import VesuviusWarning, VolumeError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Name ending of an OME-Zarr output: every writer makes such a path a real OME-Zarr (NGFF) pyramid.
+OME_ZARR_SUFFIX = ".ome.zarr"
+#: zarr formats a writer can produce. 2 is the default: zarr-python 2.x, the ``vesuvius`` library
+#: (``zarr<3``) and the data server's scroll volumes (OME-Zarr 0.4) all use it; 3 is chosen explicitly.
+ZARR_FORMATS = (2, 3)
+DEFAULT_ZARR_FORMAT = 2
+#: The NGFF version written on each zarr format (0.4 is defined on zarr v2, 0.5 on zarr v3).
+NGFF_VERSION = {2: "0.4", 3: "0.5"}
 #: Target size of one dask chunk of a page-per-slice TIFF (whole z-slices, as many as fit, at least one).
 #: napari reads whole chunks (it turns dask fusion off), so this bounds what one z-step decodes: 40
 #: pages of a 320² challenge volume, one page of a 1600² slice.
@@ -30,6 +38,18 @@ class VolumeWarning(VesuviusWarning):
     The message starts with the file, like :class:`~napari_vesuvius.core.errors.VolumeError`; the CLI
     prints it as one ``warning: ...`` line on stderr.
     """
+
+
+def is_ome_zarr_name(path: str | Path) -> bool:
+    """True when a path's name ends in ``.ome.zarr`` (any case): written as OME-Zarr, never plain zarr."""
+    return str(path).rstrip("/").lower().endswith(OME_ZARR_SUFFIX)
+
+
+def check_zarr_format(zarr_format: int, path: str | Path | None = None) -> int:
+    """``zarr_format`` as an int if it is 2 or 3; else VolumeError naming ``path``."""
+    if zarr_format not in ZARR_FORMATS:
+        raise VolumeError(path, f"zarr format must be 2 or 3, got {zarr_format!r}")
+    return int(zarr_format)
 
 
 def require_3d(shape: Sequence[int], path: Path) -> None:

@@ -33,6 +33,7 @@ from napari_vesuvius.core.volume.base import (
     require_3d,
     slab_chunks,
 )
+from napari_vesuvius.core.volume.spatial import Spatial
 from napari_vesuvius.core.volume.tiff import open_tiff_source
 from napari_vesuvius.core.volume.write import (
     iter_write_ome_zarr,
@@ -41,21 +42,37 @@ from napari_vesuvius.core.volume.write import (
     write_volume,
 )
 
-VolumeKind = Literal["tiff", "zarr", "ome-zarr"]
+VolumeKind = Literal["tiff", "tiff-folder", "zarr", "ome-zarr"]
 
 
 @dataclass
 class LazyVolume:
-    """A lazily opened volume: one dask array per resolution level, full resolution first."""
+    """A lazily opened volume: one dask array per resolution level, full resolution first.
 
-    path: Path
+    ``path`` is the local path, or the URL (a ``str``) of a remote volume. ``spatial`` is the physical
+    placement of ``levels[0]``; ``level_spatials`` that of every level when the file declares them (else
+    derived from the shapes, see :meth:`level_spatial`). ``notes`` lists adjustments made while reading
+    (axes squeezed...), also emitted as :class:`~.base.VolumeWarning`. ``remote`` holds the retry and
+    cache counters of a remote volume (:class:`~.remote.RemoteStats`), else None.
+    """
+
+    path: Path | str
     levels: list[da.Array]
     kind: VolumeKind
     _closers: list[Any] = field(default_factory=list, repr=False)
+    spatial: Spatial = field(default_factory=Spatial)
+    level_spatials: list[Spatial] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    remote: Any = None
 
     @property
     def data(self) -> da.Array:
         return self.levels[0]
+
+    @property
+    def location(self) -> str:
+        """The path or URL as text (messages, layer metadata)."""
+        return str(self.path)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -72,6 +89,36 @@ class LazyVolume:
     @property
     def multiscale(self) -> bool:
         return len(self.levels) > 1
+
+    def level_spatial(self, level: int) -> Spatial:
+        """The placement of ``levels[level]``: as declared, else level 0's scaled by the shape ratio."""
+        if len(self.level_spatials) == len(self.levels):
+            return self.level_spatials[level]
+        factors = [b / n for b, n in zip(self.levels[0].shape, self.levels[level].shape, strict=True)]
+        return self.spatial if level == 0 else self.spatial.downsampled(factors)
+
+    def from_level(self, level: int) -> LazyVolume:
+        """This volume starting at pyramid level ``level`` (browsing a coarse level of a large scroll).
+
+        The result shares the file handles (close either one). VolumeError when the level does not exist.
+        """
+        if level == 0:
+            return self
+        if not 0 <= level < len(self.levels):
+            raise VolumeError(
+                self.path, f"pyramid level {level} does not exist (levels 0 to {len(self.levels) - 1})"
+            )
+        spatials = [self.level_spatial(i) for i in range(len(self.levels))]
+        return LazyVolume(
+            self.path,
+            self.levels[level:],
+            self.kind,
+            self._closers,
+            spatials[level],
+            spatials[level:],
+            [*self.notes, f"opened at pyramid level {level} of {len(self.levels)}"],
+            self.remote,
+        )
 
     def close(self) -> None:
         """Release open file handles (the dask arrays become unreadable)."""
@@ -90,7 +137,7 @@ class LazyVolume:
 class GuardedSource:
     """Array-like wrapper whose reads turn any decoding/IO failure into a VolumeError naming the file."""
 
-    def __init__(self, source: Any, path: Path) -> None:
+    def __init__(self, source: Any, path: Path | str) -> None:
         self.source = source
         self.path = path
         self.shape = tuple(int(n) for n in source.shape)
@@ -121,7 +168,7 @@ def source_path(array: Any) -> Path | None:
     return path
 
 
-def _as_dask(source: Any, path: Path, chunks: Sequence[int]) -> da.Array:
+def _as_dask(source: Any, path: Path | str, chunks: Sequence[int]) -> da.Array:
     guarded = GuardedSource(source, path)
     meta = np.empty((0,) * guarded.ndim, dtype=guarded.dtype)
     array = da.from_array(guarded, chunks=tuple(chunks), asarray=False, lock=False, fancy=False, meta=meta)
@@ -155,6 +202,17 @@ def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
         raise VolumeError(
             path, f"not a readable zarr array or group ({type(error).__name__}: {error})"
         ) from error
+    return volume_from_zarr_node(node, path, allow_incomplete=allow_incomplete)
+
+
+def volume_from_zarr_node(node: Any, path: Path | str, *, allow_incomplete: bool = False) -> LazyVolume:
+    """A LazyVolume of an opened zarr array or group (local or remote store); errors name ``path``.
+
+    The one interpretation of a zarr node: a 3D array, an OME-Zarr group (its pyramid) or a group
+    holding exactly one 3D array.
+    """
+    import zarr
+
     if not allow_incomplete:  # an interrupted block-wise output would read as if complete
         from napari_vesuvius.core.scroll.store import require_complete
 
@@ -175,8 +233,8 @@ def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
                 raise VolumeError(
                     path, f"OME-Zarr level {entry.get('path')!r} is missing ({error})"
                 ) from error
-            require_3d(level.shape, path / str(entry["path"]))
-            levels.append(_as_dask(level, path / str(entry["path"]), level.chunks))
+            require_3d(level.shape, f"{path}/{entry['path']}")
+            levels.append(_as_dask(level, f"{path}/{entry['path']}", level.chunks))
         return LazyVolume(path, levels, "ome-zarr")
     arrays = list(node.array_keys())
     if len(arrays) == 1 and not list(node.group_keys()):
@@ -229,24 +287,49 @@ def volume_id(path: str | Path) -> str:
     return name or Path(path).name
 
 
-def open_volume(path: str | Path, *, allow_incomplete: bool = False) -> LazyVolume:
-    """Open a .tif/.tiff file, zarr array, single-array zarr group or OME-Zarr pyramid lazily.
+def open_volume(
+    path: str | Path, *, allow_incomplete: bool = False, level: int = 0, remote: Any = None
+) -> LazyVolume:
+    """Open a volume lazily: a .tif/.tiff file, a folder of 2D TIFF slices, a zarr array, a single-array
+    zarr group or an OME-Zarr pyramid, local or at an ``http(s)://`` / ``s3://`` URL.
 
-    A block-wise output whose run was interrupted is refused (VolumeError with the resume hint, see
-    :func:`.scroll.store.require_complete`) unless ``allow_incomplete`` (e.g. ``info`` describing it).
+    ``level`` opens a pyramid from that level on (coarse browsing, :meth:`LazyVolume.from_level`).
+    ``remote`` (:class:`~.remote.RemoteOptions`) sets retries and the chunk cache of a URL; default
+    options when None. A block-wise output whose run was interrupted is refused (VolumeError with the
+    resume hint, see :func:`.scroll.store.require_complete`) unless ``allow_incomplete`` (e.g. ``info``
+    describing it).
     """
+    from napari_vesuvius.core.volume.remote import is_url, open_remote_volume
+
+    if is_url(path):
+        volume = open_remote_volume(str(path), options=remote, allow_incomplete=allow_incomplete)
+        return volume.from_level(level)
     path = Path(path)
     if not path.exists():
         raise VolumeError(path, "file not found")
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
-        return _open_tiff(path)
-    if is_zarr_path(path):
-        return _open_zarr(path, allow_incomplete)
-    if path.is_dir():
-        raise VolumeError(path, "directory is not a zarr array or OME-Zarr group")
-    raise VolumeError(
-        path, f"unsupported file type {path.suffix!r}; expected .tif, .tiff or a zarr directory"
-    )
+        volume = _open_tiff(path)
+    elif is_zarr_path(path):
+        volume = _open_zarr(path, allow_incomplete)
+    elif path.is_dir():
+        from napari_vesuvius.core.volume.tiff_folder import is_slice_folder, open_tiff_folder
+
+        if not is_slice_folder(path):
+            raise VolumeError(
+                path, "directory is not a zarr array, an OME-Zarr group or a folder of 2D TIFF slices"
+            )
+        volume = open_tiff_folder(path)
+    else:
+        raise VolumeError(
+            path,
+            f"unsupported file type {path.suffix!r}; expected .tif, .tiff, a zarr / OME-Zarr directory "
+            "or a folder of 2D TIFF slices",
+        )
+    try:
+        return volume.from_level(level)
+    except VolumeError:
+        volume.close()
+        raise
 
 
 def open_labels(
@@ -348,18 +431,30 @@ def is_label_volume(path: str | Path, array: Any) -> bool:
 
 
 def describe(volume: LazyVolume) -> dict[str, Any]:
-    """A JSON-ready summary: path, kind, shape, dtype, chunk shape and the levels of a pyramid."""
-    return {
-        "path": str(volume.path),
+    """A JSON-ready summary: path, kind, shape, dtype, chunks, physical placement, the levels of a
+    pyramid (each with its own placement), adjustments made while reading and remote counters."""
+    summary: dict[str, Any] = {
+        "path": volume.location,
         "kind": volume.kind,
         "shape": list(volume.shape),
         "dtype": str(volume.dtype),
         "chunks": [int(c[0]) for c in volume.chunks],
+        "spatial": {**volume.spatial.to_dict(), "source": volume.spatial.source},
         "levels": [
-            {"shape": [int(n) for n in level.shape], "chunks": [int(c[0]) for c in level.chunks]}
-            for level in volume.levels
+            {
+                "shape": [int(n) for n in level.shape],
+                "chunks": [int(c[0]) for c in level.chunks],
+                "scale": list(volume.level_spatial(index).scale),
+                "translation": list(volume.level_spatial(index).translation),
+            }
+            for index, level in enumerate(volume.levels)
         ],
     }
+    if volume.notes:
+        summary["notes"] = list(volume.notes)
+    if volume.remote is not None:
+        summary["remote"] = volume.remote.to_dict()
+    return summary
 
 
 __all__ = [
@@ -386,6 +481,7 @@ __all__ = [
     "slab_chunks",
     "source_path",
     "validate_label_values",
+    "volume_from_zarr_node",
     "volume_id",
     "write_ome_zarr",
     "write_volume",

@@ -24,7 +24,14 @@ import numpy as np
 from napari_vesuvius.core.atomic import remove_path, temp_sibling
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.progress import Progress, run_job
-from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, cubic_chunks, require_3d, slab_chunks
+from napari_vesuvius.core.volume.base import (
+    DEFAULT_ZARR_FORMAT,
+    TIFF_SUFFIXES,
+    cubic_chunks,
+    require_3d,
+    slab_chunks,
+)
+from napari_vesuvius.core.volume.spatial import Downsample, Spatial
 
 
 def swap_in(tmp: Path, target: Path) -> None:
@@ -58,14 +65,19 @@ def iter_write_volume(
     *,
     compression: str | None = "lzw",
     chunks: Sequence[int] | None = None,
-    zarr_format: int = 3,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
+    spatial: Spatial | None = None,
+    downsample: Downsample | None = None,
 ) -> Iterator[Progress]:
     """Job: write a 3D volume atomically as a page-per-slice TIFF or a zarr array; returns the path.
 
     The data is computed slab by slab (dask), so a volume larger than memory can be written. The target
     only changes once the new file is complete; a failure or cancel leaves it untouched. ``compression``
     applies to TIFF (``"lzw"``, ``"zlib"``, None...); zarr uses zarr's default codec, ``chunks``
-    (default cubic, about 2 MB) and ``zarr_format`` (2 or 3).
+    (default cubic, about 2 MB) and ``zarr_format`` (2, the default, or 3). A path ending in ``.ome.zarr``
+    is written as an OME-Zarr pyramid (:func:`iter_write_ome_zarr`, ``downsample`` its method).
+    ``spatial`` (voxel size, origin, unit) is carried into the output: TIFF tags, NGFF transformations,
+    or the attributes of a plain zarr.
     """
     path = Path(path)
     source = _as_dask_input(array)
@@ -183,9 +195,20 @@ def write_volume(path: str | Path, array: Any, *, compression: str | None = "lzw
 
 
 def iter_write_ome_zarr(
-    path: str | Path, levels: Sequence[Any], *, chunks: Sequence[int] | None = None
+    path: str | Path,
+    levels: Any,
+    *,
+    chunks: Sequence[int] | None = None,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
+    spatial: Spatial | None = None,
+    downsample: Downsample | None = None,
 ) -> Iterator[Progress]:
-    """Job: write a multiscale OME-Zarr (NGFF 0.4, zarr v2) atomically; levels full resolution first."""
+    """Job: write a multiscale OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on v3) atomically.
+
+    ``levels``: one 3D array (its pyramid is computed with ``downsample``: ``mean`` by default for
+    floats, ``nearest`` for integers; pass ``max`` for thin binary masks) or a sequence of levels, full
+    resolution first. ``spatial`` places level 0; the metadata is built and validated by :mod:`.ngff`.
+    """
     import zarr
 
     path = Path(path)
@@ -222,12 +245,43 @@ def iter_write_ome_zarr(
     return path
 
 
-def write_ome_zarr(path: str | Path, levels: Sequence[Any], *, chunks: Sequence[int] | None = None) -> Path:
-    """Write a multiscale OME-Zarr (NGFF 0.4) atomically; see :func:`iter_write_ome_zarr`."""
-    return run_job(iter_write_ome_zarr(path, levels, chunks=chunks))
+def write_ome_zarr(path: str | Path, levels: Any, **kwargs: Any) -> Path:
+    """Write a multiscale OME-Zarr atomically; see :func:`iter_write_ome_zarr`."""
+    return run_job(iter_write_ome_zarr(path, levels, **kwargs))
+
+
+def create_ome_zarr_base(
+    location: str | Path,
+    shape: Sequence[int],
+    dtype: Any,
+    *,
+    chunks: Sequence[int] | None = None,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
+    fill_value: Any = 0,
+) -> tuple[Any, Any]:
+    """Create an OME-Zarr group at ``location`` with an empty full-resolution array ``"0"``.
+
+    For writers that fill level 0 themselves (the sliding window writing tiles): returns
+    ``(group, level0_array)``; :func:`iter_finish_ome_zarr` then adds the pyramid and the metadata.
+    """
+    raise NotImplementedError
+
+
+def iter_finish_ome_zarr(
+    group: Any,
+    *,
+    spatial: Spatial | None = None,
+    downsample: Downsample = "mean",
+    name: str | None = None,
+) -> Iterator[Progress]:
+    """Job: compute the coarser levels of a group from its filled level ``"0"`` and write the validated
+    multiscales metadata (NGFF 0.4 on a zarr v2 group, 0.5 on v3)."""
+    raise NotImplementedError
 
 
 __all__ = [
+    "create_ome_zarr_base",
+    "iter_finish_ome_zarr",
     "iter_write_ome_zarr",
     "iter_write_volume",
     "write_ome_zarr",
