@@ -173,7 +173,7 @@ def test_oserror_mid_write_is_one_line_and_leaves_no_partial(tmp_path, prob, cap
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "mask.zarr"))
 
-    monkeypatch.setattr(volume_write, "_write_zarr", full_disk)
+    monkeypatch.setattr(volume_write, "write_zarr_slabs", full_disk)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(["postprocess", str(prob), "-o", str(tmp_path / "mask.zarr"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -188,7 +188,7 @@ def test_read_only_output_folder_is_one_line(tmp_path, prob, capsys, monkeypatch
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code), str(tmp_path / "mask.tif"))
 
-    monkeypatch.setattr(volume_write, "_write_tiff", refuse)
+    monkeypatch.setattr(volume_write, "write_tiff", refuse)
     assert main(["postprocess", str(prob), "-o", str(tmp_path / "mask.tif"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == f"error: {tmp_path / 'mask.tif'}: {os.strerror(code)}"

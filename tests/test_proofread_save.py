@@ -141,12 +141,12 @@ def test_a_failure_mid_save_leaves_no_file_behind(tmp_path: Path, labels: np.nda
     save_version(original, labels)
     snapshot = {p.name: _digest(p) for p in tmp_path.iterdir()}
 
-    def broken(tmp, path, source, compression):
+    def broken(tmp, path, source, compression, spatial=None):
         tmp.write_bytes(b"II*\x00 half a TIFF")
         yield Progress(1, 2, "writing slices")
         raise OSError("disk full")
 
-    monkeypatch.setattr(volume_write, "_write_tiff", broken)
+    monkeypatch.setattr(volume_write, "write_tiff", broken)
     with pytest.raises(OSError, match="disk full"):
         save_version(original, labels)
     assert {p.name: _digest(p) for p in tmp_path.iterdir()} == snapshot
