@@ -240,6 +240,11 @@ ROWS = [
     Row("info-garbage-zarr", "info {garbage_zarr}", "{garbage_zarr.name}"),
     Row("info-4d-tif", "info {four_d}", "{four_d.name}"),
     Row("info-bad-dataset", "info {bad_dataset}", "{bad_label.name}"),
+    Row(
+        "info-unreachable-url",
+        "info http://127.0.0.1:9/scan.zarr --retries 1",
+        "http://127.0.0.1:9/scan.zarr",
+    ),
     # score: bad predictions and labels
     Row("score-missing", "score {missing} {label}", "{missing.name}"),
     Row("score-garbage", "score {garbage} {label}", "{garbage.name}"),

@@ -290,3 +290,15 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_partial_store(
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'p.zarr' / 'c' / '0'}: No space left on device"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_file_url_input_is_compared_as_its_path_and_remote_urls_are_skipped(tmp_path: Path) -> None:
+    import zarr
+
+    scan = tmp_path / "scan.zarr"
+    zarr.open_group(str(scan), mode="w", zarr_format=2).create_array("0", shape=(4, 4, 4), dtype="u1")
+    with pytest.raises(OutputError, match="input"):
+        check_output_path(scan, inputs=[f"file://{scan}"], overwrite=True)
+    with pytest.raises(OutputError, match="input"):
+        check_output_path(scan / "0", inputs=[f"file://{scan}"], overwrite=True)
+    check_output_path(tmp_path / "pred.zarr", inputs=["https://example.org/scan.zarr", f"file://{scan}"])

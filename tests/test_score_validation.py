@@ -15,11 +15,10 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.export import SubmissionError, check_binary
 from napari_vesuvius.core.metric import score_many, score_volume
 from napari_vesuvius.core.postprocess.sweep import cases_from_files, run_sweep
+from napari_vesuvius.core.scroll.record import Record, incomplete_blocks
+from napari_vesuvius.core.scroll.source import open_input
 from napari_vesuvius.core.scroll.store import (
-    Record,
     ScrollOutput,
-    incomplete_blocks,
-    open_input,
     plan_layout,
     prepare_output,
 )

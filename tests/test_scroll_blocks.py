@@ -19,7 +19,8 @@ from napari_vesuvius.core.inference.blocks import (
 )
 from napari_vesuvius.core.inference.engine import predict
 from napari_vesuvius.core.inference.model_api import WeightedModel
-from napari_vesuvius.core.scroll.store import Record, describe_differences, plan_layout
+from napari_vesuvius.core.scroll.record import Record
+from napari_vesuvius.core.scroll.store import describe_differences, plan_layout
 from scroll_helpers import one_torch_thread
 
 

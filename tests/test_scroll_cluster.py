@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import zarr
@@ -60,7 +58,13 @@ def test_ome_output_equals_in_memory_pass_with_pyramid_and_no_air_chunks(
     grid = BlockGrid(SHAPE, (64, 64, 64))
     air_blocks = [i for i in grid.indices() if not volume[grid.region(i)].any()]
     assert len(air_blocks) == 2
-    written = {tuple(int(p) for p in name.split(".")) for name in os.listdir(output / "0") if name[0] != "."}
+    level_dir = output / "0"  # chunk keys "z/y/x" (OME-Zarr 0.4: "/"-separated on zarr v2)
+    written = {
+        tuple(int(p) for p in chunk.relative_to(level_dir).as_posix().replace(".", "/").split("/"))
+        for chunk in level_dir.rglob("*")
+        if chunk.is_file() and not chunk.name.startswith(".")
+    }
+    assert written and all(len(key) == 3 for key in written)
     for block in air_blocks:
         inside = {
             (block[0] * 2 + a, block[1] * 2 + b, block[2] * 2 + c)
@@ -157,7 +161,7 @@ def test_cli_block_wise_run_resume_and_refusals(scan, threads_cluster, tmp_path,
 
 
 def test_air_blocks_are_recognised_from_missing_chunks(tmp_path) -> None:
-    from napari_vesuvius.core.scroll.store import filesystem, may_hold_data
+    from napari_vesuvius.core.scroll.source import filesystem, may_hold_data
 
     array = zarr.create_array(
         store=str(tmp_path / "a.zarr"), shape=(64, 64, 64), chunks=(16,) * 3, dtype="uint8"
@@ -168,3 +172,46 @@ def test_air_blocks_are_recognised_from_missing_chunks(tmp_path) -> None:
     assert not may_hold_data(array, fs, root, (slice(32, 64), slice(0, 64), slice(0, 64)))
     grey = zarr.create_array(store=str(tmp_path / "b.zarr"), shape=(8, 8, 8), dtype="uint8", fill_value=5)
     assert may_hold_data(grey, *filesystem(str(tmp_path / "b.zarr")), (slice(0, 8),) * 3)  # missing ≠ air
+
+
+def test_a_5d_ome_zarr_input_with_singleton_t_c_is_read_as_its_3d_volume(
+    scan, threads_cluster, tmp_path
+) -> None:
+    """ome-zarr-py's (1, 1, Z, Y, X) layout: the block path reads the squeezed volume, scale carried."""
+    import warnings
+
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from napari_vesuvius.core.volume.io import open_volume
+
+    _, volume, model, expected = scan
+    source = tmp_path / "scan5d.ome.zarr"
+    group = zarr.open_group(str(source), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ome-zarr-py warns about the default scale of t / c
+        write_image(
+            volume[None, None], group, axes="tczyx", fmt=FormatV04(), scale_factors=(),
+            scale={"z": 7.91, "y": 7.91, "x": 7.91}, storage_options={"chunks": (1, 1, 32, 32, 32)},
+        )  # fmt: skip
+    output = tmp_path / "pred.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the squeeze is announced (tested in test_ome_zarr_files)
+        result = run_job(
+            predict_scroll(source, output, model, scheduler=threads_cluster.scheduler_address, **OPTIONS)
+        )
+    assert result.complete and result.blocks_air == 2
+    with open_volume(output) as written:
+        assert_close(np.asarray(written.data), expected)
+        assert written.spatial.scale == (7.91, 7.91, 7.91)
+
+
+def test_a_multi_channel_ome_zarr_input_is_refused_by_the_block_path(tmp_path) -> None:
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    source = tmp_path / "two_channels.ome.zarr"
+    group = zarr.open_group(str(source), mode="w", zarr_format=2)
+    write_image(np.zeros((2, 8, 16, 16), np.uint8), group, axes="czyx", fmt=FormatV04(), scale_factors=())
+    with pytest.raises(VolumeError, match=r"channel|axis"):
+        prepare_scroll(source, tmp_path / "out.zarr", tiny_model(32), **OPTIONS)

@@ -242,3 +242,115 @@ def test_open_supersedes_browsing_and_a_bad_first_volume_still_lists_ids(
     widget.step(+1)  # the next id opens fine
     _wait(qtbot, widget)
     assert _layer(viewer, "Image").name == widget.dataset.ids[1]
+
+
+# -- URLs (a loopback server started by the test: no network) ---------------------------------------
+@pytest.fixture
+def served(tmp_path):
+    """``(folder, base URL)``: an http.server on 127.0.0.1 serving ``folder``, stopped after the test."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    busy: set[str] = set()  # paths answered 429 once (a rate-limiting server), then served
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/busy/") and self.path not in busy:
+                busy.add(self.path)
+                self.send_response(429)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_url_opens_in_the_background_at_a_pyramid_level_with_a_chunk_cache(
+    make_napari_viewer, served, tmp_path, qtbot
+):
+    from napari_vesuvius.core.volume.io import open_volume
+    from napari_vesuvius.core.volume.spatial import Spatial
+    from napari_vesuvius.core.volume.write import write_ome_zarr
+
+    folder, base = served
+    rng = np.random.default_rng(0)
+    data = rng.integers(3, 250, size=(32, 64, 64), dtype=np.uint8)
+    placed = Spatial((7.91, 7.91, 7.91), (0.0, 0.0, 0.0), "micrometer")
+    write_ome_zarr(folder / "scroll.ome.zarr", data, spatial=placed, chunks=(16, 16, 16))
+    with open_volume(folder / "scroll.ome.zarr", level=1) as local:
+        expected, expected_spatial = np.asarray(local.data), local.spatial
+    viewer, widget = _widget(make_napari_viewer)
+    assert not widget.open_options.expanded  # level and cache are advanced options: collapsed
+    url = f"{base}/scroll.ome.zarr"
+    widget.path.value = url
+    widget.level.value = 1
+    widget.cache_dir.value = tmp_path / "cache"
+    widget.open_button.changed.emit(True)
+    assert widget.task.running  # the network is never waited for on the GUI thread
+    _wait(qtbot, widget)
+
+    assert widget.message.value == f"opened {url} at pyramid level 1", widget.message.value
+    image = _layer(viewer, "Image")
+    level0 = image.data[0] if image.multiscale else image.data
+    np.testing.assert_array_equal(np.asarray(level0), expected)
+    assert Spatial.from_layer(image) == expected_spatial and image.metadata["path"] == url
+    assert "micrometer" in widget.info.value
+    assert any(path.is_file() for path in (tmp_path / "cache").rglob("*"))  # chunks kept for next time
+
+
+def test_a_missing_url_is_named_in_the_status_line(make_napari_viewer, served, qtbot):
+    _, base = served
+    viewer, widget = _widget(make_napari_viewer)
+    url = f"{base}/nothing.zarr"
+    _open(qtbot, widget, url)
+    assert widget.message.value.startswith("error:") and url in widget.message.value
+    assert len(viewer.layers) == 0
+
+
+def test_an_unreachable_host_is_named_after_its_retries(make_napari_viewer, qtbot, monkeypatch):
+    import dataclasses
+    import socket
+
+    from napari_vesuvius.core.volume import remote
+
+    quick = dataclasses.replace(remote.RetryPolicy(), attempts=2, base_delay_s=0.01, budget_s=2.0)
+    real = remote.RemoteOptions
+    monkeypatch.setattr(remote, "RemoteOptions", lambda **kwargs: real(retry=quick, **kwargs))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    viewer, widget = _widget(make_napari_viewer)
+    url = f"http://127.0.0.1:{port}/scroll.zarr"
+    _open(qtbot, widget, url)
+    assert widget.message.value.startswith("error:") and url in widget.message.value
+    assert len(viewer.layers) == 0
+
+
+def test_the_retries_of_a_busy_server_show_in_the_status_line(make_napari_viewer, served, qtbot):
+    from napari_vesuvius.core.volume.write import write_volume
+
+    folder, base = served
+    (folder / "busy").mkdir()
+    data = np.full((16, 32, 32), 100, np.uint8)
+    write_volume(folder / "busy" / "ct.zarr", data)
+    viewer, widget = _widget(make_napari_viewer)
+    url = f"{base}/busy/ct.zarr"
+    _open(qtbot, widget, url)
+    assert widget.message.value.startswith(f"opened {url} (") and "retries" in widget.message.value
+    assert _layer(viewer, "Image").metadata["remote"]["retries"] > 0
+    np.testing.assert_array_equal(np.asarray(_layer(viewer, "Image").data), data)

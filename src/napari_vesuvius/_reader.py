@@ -18,6 +18,12 @@ Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label
 Labels use the fixed colours of :data:`napari_vesuvius.core.labels.LABEL_COLORS` (1 = surface, orange;
 2 = ignore, translucent) at half opacity, so the CT shows through. Images get ``contrast_limits`` from the
 dtype (8/16 bit) or one small central sample (float), never from a whole-volume scan.
+
+Every layer is placed physically (:meth:`~napari_vesuvius.core.volume.spatial.Spatial.layer_kwargs` of the
+volume: ``scale``, ``translate`` and ``units`` as the file declares them), so it lines up with other
+plugins' layers of the same data. What the reading adjusted (``LazyVolume.notes``: axes squeezed, a
+pyramid level chosen...) is shown once as a warning notification and kept in the layer metadata
+(``notes``); the placement is kept there too (``spatial``, a :meth:`Spatial.to_dict`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from napari_vesuvius.core.volume.io import (
     open_volume,
     volume_id,
 )
+from napari_vesuvius.core.volume.tiff_folder import is_slice_folder
 from napari_vesuvius.widgets._layers import LABELS_OPACITY
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -47,7 +54,8 @@ LABELS_LEGEND = "1 = surface (orange), 2 = ignore (blue-grey)"
 
 
 def can_read(path: str | Path) -> bool:
-    """True for an existing .tif/.tiff file, a zarr folder holding a 3D volume, or a dataset folder.
+    """True for an existing .tif/.tiff file, a zarr folder holding a 3D volume, a dataset folder or a
+    folder of 2D TIFF slices (one volume; its listing and first header are read).
 
     Cheap (file names, ``is_dir`` tests and zarr metadata, no pixel data): napari calls it for every
     path a user opens.
@@ -55,7 +63,7 @@ def can_read(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in TIFF_SUFFIXES
-    return is_volume_zarr(path) or is_dataset_folder(path)
+    return is_volume_zarr(path) or is_dataset_folder(path) or is_slice_folder(path)
 
 
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -70,15 +78,21 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDa
 
 
 def layer_data(volume: LazyVolume, *, as_labels: bool | None = None) -> LayerData:
-    """One napari layer-data tuple for an opened volume (Labels or Image, decided cheaply)."""
+    """One napari layer-data tuple for an opened volume (Labels or Image, decided cheaply), placed
+    physically (scale, translate, units of ``volume.spatial``) with its reading notes in the metadata."""
     levels = volume.levels
     data: Any = levels if volume.multiscale else levels[0]
     smallest = levels[-1]
     labels = is_label_volume(volume.path, smallest) if as_labels is None else as_labels
     name = volume_id(volume.path)
+    metadata: dict[str, Any] = {"path": volume.location, "kind": volume.kind, "vesuvius_id": name}
+    metadata["spatial"] = {**volume.spatial.to_dict(), "source": volume.spatial.source}
+    if volume.notes:
+        metadata["notes"] = list(volume.notes)
     meta: dict[str, Any] = {
         "multiscale": volume.multiscale,
-        "metadata": {"path": str(volume.path), "kind": volume.kind, "vesuvius_id": name},
+        "metadata": metadata,
+        **volume.spatial.layer_kwargs(),
     }
     if labels:
         label_name = name if "label" in name.lower() else f"{name} labels"
@@ -94,10 +108,10 @@ def dataset_volume_layers(dataset: ChallengeDataset, volume: str) -> list[LayerD
     The image always opens as an Image and the label as Labels (no content guess); both carry the
     dataset folder and the id in their metadata.
     """
-    layers = [layer_data(open_volume(dataset.image_path(volume)), as_labels=False)]
+    layers = [layer_data(open_noting(dataset.image_path(volume)), as_labels=False)]
     label_path = dataset.label_path(volume)
     if label_path is not None:
-        layers.append(layer_data(open_volume(label_path), as_labels=True))
+        layers.append(layer_data(open_noting(label_path), as_labels=True))
     for _, meta, _ in layers:
         meta["metadata"].update(dataset=str(dataset.root), vesuvius_id=str(volume))
     return layers
@@ -113,23 +127,53 @@ def read_dataset_folder(path: str | Path) -> list[LayerData]:
     return dataset_volume_layers(dataset, dataset.ids[0])
 
 
-def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
-    """Open each path lazily and return its layer-data tuples (errors name the file).
+def open_noting(path: str | Path, **kwargs: Any) -> LazyVolume:
+    """:func:`open_volume`, showing each of the volume's notes once as a warning (a notification in
+    napari), however the reader also warned about it while reading."""
+    import warnings
+
+    from napari_vesuvius.core.errors import VesuviusWarning, warn_user
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VesuviusWarning)
+        volume = open_volume(path, **kwargs)
+    for note in volume.notes:
+        warn_user(volume.location, note)
+    for warning in caught:  # anything else warned while reading passes on unchanged
+        text = str(warning.message)
+        if not (issubclass(warning.category, VesuviusWarning) and any(n in text for n in volume.notes)):
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+    return volume
+
+
+def read_volumes(path: str | Sequence[str], *, level: int = 0, remote: Any = None) -> list[LayerData]:
+    """Open each path (or URL) lazily and return its layer-data tuples (errors name the file).
 
     A dataset folder gives the layers of its first volume. A block-wise output whose run was
     interrupted opens for viewing (commands refuse it) with a warning notification and
-    ``incomplete N/M blocks`` in its layer name, so it is never taken for a result.
+    ``incomplete N/M blocks`` in its layer name, so it is never taken for a result. ``level``: the
+    pyramid level to start from (0 = full resolution); ``remote``: the
+    :class:`~napari_vesuvius.core.volume.remote.RemoteOptions` of a URL (the Data step's; napari's
+    reader uses the defaults).
     """
     from napari_vesuvius.core.errors import warn_user
-    from napari_vesuvius.core.scroll.store import output_progress
+    from napari_vesuvius.core.scroll.record import output_progress
+    from napari_vesuvius.core.volume.remote import is_url
 
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers = []
     for item in paths:
+        if is_url(item):
+            volume = open_noting(str(item), allow_incomplete=True, level=level, remote=remote)
+            data, meta, kind = layer_data(volume)
+            if volume.remote is not None:  # retries and cache use while opening (header, sample)
+                meta["metadata"]["remote"] = volume.remote.to_dict()
+            layers.append((data, meta, kind))
+            continue
         if not is_zarr_path(item) and is_dataset_folder(item):
             layers.extend(read_dataset_folder(item))
             continue
-        data, meta, kind = layer_data(open_volume(item, allow_incomplete=True))
+        data, meta, kind = layer_data(open_noting(item, allow_incomplete=True, level=level))
         progress = output_progress(item) if is_zarr_path(item) else None
         if progress is not None:
             done, total = progress

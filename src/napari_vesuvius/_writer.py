@@ -1,13 +1,17 @@
-"""npe2 single-layer writers for Labels layers: LZW TIFF (one page per z-slice) and zarr.
+"""npe2 single-layer writers for Labels layers: LZW TIFF (one page per z-slice), zarr and OME-Zarr.
 
-Both go through the atomic core writers, which compute dask/zarr-backed data slab by slab, so a label
+All go through the atomic core writers, which compute dask/zarr-backed data slab by slab, so a label
 volume larger than memory can be saved. Integer labels whose values fit in 0..255 are stored as uint8
-(the challenge format); checking that costs one chunk-wise min/max pass for wider dtypes.
+(the challenge format); checking that costs one chunk-wise min/max pass for wider dtypes. A ``.zarr`` is
+a plain zarr array (format 2, read by zarr-python 2.x), a ``.ome.zarr`` an OME-Zarr 0.4 pyramid made by
+taking every second label (never inventing values). The layer's ``scale`` / ``translate`` / ``units``
+(npe2 passes them in ``meta``) are carried into the file (TIFF tags, NGFF transformations, zarr attributes).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dask.array as da
@@ -15,6 +19,7 @@ import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.volume.io import write_volume
+from napari_vesuvius.core.volume.spatial import Spatial
 
 
 def _full_resolution(data: Any) -> Any:
@@ -42,22 +47,35 @@ def _as_label_array(data: Any, path: Path) -> Any:
     return lazy.astype(np.uint8) if int(low) >= 0 and int(high) <= 255 else lazy
 
 
-def _write(path: str, data: Any, suffixes: tuple[str, ...], default: str) -> list[str]:
+def spatial_from_meta(meta: dict[str, Any] | None) -> Spatial | None:
+    """The placement of the layer's last three axes from npe2's ``meta`` (None when it has none)."""
+    meta = meta or {}
+    scale = list(meta.get("scale") or ())
+    if len(scale) < 3:
+        return None
+    translate = list(meta.get("translate") or [0.0] * len(scale))
+    layer = SimpleNamespace(scale=scale, translate=translate, units=tuple(meta.get("units") or ()))
+    return Spatial.from_layer(layer)
+
+
+def _write(path: str, data: Any, meta: dict[str, Any], suffixes: tuple[str, ...], default: str) -> list[str]:
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         target = target.with_name(target.name + default)
-    write_volume(target, _as_label_array(data, target))
+    labels = _as_label_array(data, target)
+    write_volume(target, labels, spatial=spatial_from_meta(meta), downsample="nearest")
     return [str(target)]
 
 
 def write_labels_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a Labels layer as an LZW TIFF atomically; returns the written path."""
-    return _write(path, data, (".tif", ".tiff"), ".tif")
+    return _write(path, data, meta, (".tif", ".tiff"), ".tif")
 
 
 def write_labels_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Save a Labels layer as a zarr array atomically; returns the written path."""
-    return _write(path, data, (".zarr",), ".zarr")
+    """Save a Labels layer as a zarr array (``.zarr``, format 2) or an OME-Zarr pyramid (``.ome.zarr``)
+    atomically; returns the written path."""
+    return _write(path, data, meta, (".zarr",), ".zarr")
 
 
 def write_submission_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -80,5 +98,5 @@ def write_submission_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str
         raise VolumeError(target, error.problem) from error
     if not isinstance(array, np.ndarray | da.Array):
         array = da.from_array(array, chunks=getattr(array, "chunks", "auto"))
-    write_volume(target, array.astype(np.uint8))
+    write_volume(target, array.astype(np.uint8), spatial=spatial_from_meta(meta))
     return [str(target)]

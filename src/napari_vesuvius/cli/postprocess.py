@@ -1,7 +1,9 @@
 """``napari-vesuvius postprocess PROB --config cfg.json --output MASK``: clean a probability volume.
 
 Also ``napari-vesuvius postprocess --write-default-config cfg.json`` to start a config from the
-defaults. PROB is uint8 (0–255) or float in [0, 1]; MASK is written as uint8 {0, 1} (.tif or .zarr).
+defaults. PROB is uint8 (0–255) or float in [0, 1]; MASK is written as uint8 {0, 1} (.tif, plain .zarr,
+or .ome.zarr with a max-pooled pyramid; zarr format 2 unless ``--zarr-format 3``), placed like PROB
+(its physical scale, origin and unit).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from napari_vesuvius.cli._volume_options import add_output_format_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prob", nargs="?", help="probability volume (.tif/.tiff or .zarr)")
     parser.add_argument("--config", "-c", help="post-processing config JSON (see --write-default-config)")
-    parser.add_argument("--output", "-o", help="output mask (.tif/.tiff or .zarr), uint8 {0,1}")
+    parser.add_argument("--output", "-o", help="output mask (.tif/.tiff, .zarr or .ome.zarr), uint8 {0,1}")
+    add_output_format_options(parser)
     parser.add_argument(
         "--scan-mask-from",
         metavar="CT",
@@ -80,6 +85,7 @@ def _postprocess(args: argparse.Namespace, config: object) -> int:
 
     with open_volume(args.prob) as volume:
         prob = np.asarray(volume.data.compute())
+        spatial = volume.spatial
     scan = None
     if args.scan_mask_from:
         with open_volume(args.scan_mask_from) as ct_volume:
@@ -97,7 +103,10 @@ def _postprocess(args: argparse.Namespace, config: object) -> int:
         iter_pipeline(prob, config, scan_mask=scan, source=args.prob, timings=timings), on_progress
     )
     write_progress = None if args.quiet else ConsoleProgress("write")
-    run_job(iter_write_volume(args.output, mask.view(np.uint8)), write_progress)
+    job = iter_write_volume(
+        args.output, mask.view(np.uint8), zarr_format=args.zarr_format, spatial=spatial, downsample="max"
+    )
+    run_job(job, write_progress)
     if args.timings:
         print(json.dumps({k: round(v, 4) for k, v in timings.items()}), file=sys.stderr)
     if not args.quiet:

@@ -1,8 +1,10 @@
 """``napari-vesuvius predict``: sliding-window surface probability of one volume or a folder of volumes.
 
-``--input`` is a volume (``.tif``/``.zarr``) → ``--output`` file (format by extension), or a folder
-(challenge dataset folder → its ``test_images/`` by default, or any folder of TIFFs such as
-``test_images/``) → ``--output`` folder with one ``<id>.tif`` (or ``.zarr``) per volume.
+``--input`` is a volume (``.tif``/``.zarr``, a folder of 2D TIFF slices) → ``--output`` file (format
+by extension: ``.tif``, plain ``.zarr``, or ``.ome.zarr`` with a pyramid; zarr format 2 unless
+``--zarr-format 3``), or a folder of volumes (challenge dataset folder → its ``test_images/`` by
+default, or any folder of 3D TIFFs such as ``test_images/``) → ``--output`` folder with one
+``<id>.tif`` (or ``.zarr``) per volume. Every output keeps its input's physical scale, origin and unit.
 
 Full scrolls (``--distributed``, implied by ``--workers``, ``--scheduler``, ``--block-size`` or a URL):
 a zarr / OME-Zarr input of any size (path or fsspec URL) is predicted block by block on a dask cluster
@@ -17,6 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.cli._volume_options import (
+    add_output_format_options,
+    add_remote_options,
+    remote_options_from_args,
+)
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.settings import add_settings_arguments, parse_tta, settings_from_args
 
@@ -43,12 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights", type=float, nargs="+", metavar="W", help="ensemble weight per --model (default: equal)"
     )
     parser.add_argument(
-        "--input", required=True, help="volume (.tif/.zarr), folder, or (block-wise) a zarr URL"
+        "--input", required=True, help="volume (.tif/.zarr/2D-slice folder), folder of volumes, or a zarr URL"
     )
     parser.add_argument(
         "--output",
         required=True,
-        help="output .tif/.zarr (folder mode: a folder; block-wise: .zarr/.ome.zarr or URL)",
+        help="output .tif/.zarr/.ome.zarr (folder mode: a folder; block-wise: .zarr/.ome.zarr or URL)",
     )
     parser.add_argument(
         "--split",
@@ -60,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
     add_settings_arguments(parser, output_dtype=True)
+    add_output_format_options(parser)
+    add_remote_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     scroll = parser.add_argument_group("full scrolls (block-wise on a dask cluster, resumable)")
@@ -113,8 +122,9 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     if not source.exists():
         raise VolumeError(source, "input not found")
     from napari_vesuvius.core.volume.io import is_zarr_path
+    from napari_vesuvius.core.volume.tiff_folder import is_slice_folder
 
-    if source.is_file() or is_zarr_path(source):
+    if source.is_file() or is_zarr_path(source) or is_slice_folder(source):  # one volume
         if target.suffix.lower() not in (*TIFF_SUFFIXES, ".zarr"):
             raise VolumeError(target, "output must end in .tif, .tiff or .zarr")
         return [(source.stem, source, target)]
@@ -171,16 +181,18 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
             # an existing target (allowed by --overwrite) stays until the new store is in place
             inputs = [args.input, *args.model, source]
             with create_prediction_output(
-                target, volume.shape, settings.output_dtype, inputs=inputs, overwrite=args.overwrite
-            ) as pending:
+                target, volume.shape, settings.output_dtype, inputs=inputs, overwrite=args.overwrite,
+                zarr_format=args.zarr_format, spatial=volume.spatial,
+            ) as pending:  # fmt: skip
                 job = predict_volume(volume.data, models, settings=settings, output=pending.array)
                 result = run_job(job, progress)
-                pending.publish()
+                pyramid = None if args.quiet or not pending.ome else ConsoleProgress(f"{label} pyramid")
+                run_job(pending.iter_publish(), pyramid)  # .ome.zarr: the pyramid, then the swap
         else:
             from napari_vesuvius.core.volume.io import write_volume
 
             result = run_job(predict_volume(volume.data, models, settings=settings), progress)
-            write_volume(target, result.probability)
+            write_volume(target, result.probability, spatial=volume.spatial)
     finally:
         volume.close()
     return result
@@ -213,7 +225,8 @@ def _predict_scroll(args: argparse.Namespace, folds: tuple[int | str, ...] | Non
     job = predict_scroll(
         args.input, args.output, specs, settings_from_args(args, output_dtype="uint8"),
         scheduler=args.scheduler, workers=args.workers, block_size=args.block_size,
-        chunk_size=args.chunk_size, ome=ome, overwrite=args.overwrite,
+        chunk_size=args.chunk_size, ome=ome, overwrite=args.overwrite, zarr_format=args.zarr_format,
+        remote=remote_options_from_args(args),
     )  # fmt: skip
     result = run_job(job, None if args.quiet else ConsoleProgress("blocks"))
     state = "complete" if result.complete else "INCOMPLETE (run the same command again to resume)"

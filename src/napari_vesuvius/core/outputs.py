@@ -33,8 +33,15 @@ def resolve(path: PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def _is_url(path: PathLike) -> bool:
-    return "://" in str(path)
+def _local_path(given: PathLike) -> Path | None:
+    """The resolved local path of an input (``file://`` URLs included); None for a remote URL, which no
+    local output can be."""
+    from napari_vesuvius.core.volume.remote import is_url
+
+    text = str(given)
+    if text.lower().startswith("file://"):
+        return resolve(text[len("file://") :])
+    return None if is_url(text) else resolve(text)
 
 
 def _is_store(path: Path) -> bool:
@@ -67,7 +74,8 @@ def _store_root(path: Path) -> Path:
 
 
 def _real_inputs(inputs: Iterable[PathLike | None]) -> list[tuple[PathLike, Path]]:
-    return [(given, resolve(given)) for given in inputs if given is not None and not _is_url(given)]
+    pairs = [(given, _local_path(given)) for given in inputs if given is not None]
+    return [(given, path) for given, path in pairs if path is not None]
 
 
 def refuse_inputs(output: PathLike, inputs: Iterable[PathLike | None], *, whole: bool = True) -> None:

@@ -23,7 +23,7 @@ from napari_vesuvius.core.postprocess import (
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._format import count
-from napari_vesuvius.widgets._layers import LABELS_OPACITY, layer_array
+from napari_vesuvius.widgets._layers import LABELS_OPACITY, layer_array, place_like, placement
 from napari_vesuvius.widgets._sections import compact, row, status_label
 
 if TYPE_CHECKING:
@@ -106,14 +106,14 @@ class ComponentsPanel(Container):
         layer = self.mask.value
         name = self.layer_name
         if name in self.viewer.layers:
+            place_like(self.viewer.layers[name], layer)
             self.viewer.layers[name].data = self.components
         else:
             components_layer = self.viewer.add_labels(
                 self.components,
                 name=name,
-                scale=layer.scale,
-                translate=layer.translate,
                 opacity=max(LABELS_OPACITY, 0.7),
+                **placement(layer),
             )
             components_layer.mouse_drag_callbacks.append(self._pick)
         # voxel counts as text with thousands separators (a Table shows big numbers as 1.579e+09)

@@ -83,7 +83,8 @@ class LayerSlots:
             if kind == "labels":
                 self._labels_empty = False
         self._keep_labels_on_top()
-        if old_extent is not None and old_extent != self._extent():
+        new_extent = self._extent()
+        if new_extent is not None and old_extent != new_extent:  # first volume, or another size / place
             self.viewer.reset_view()
 
     def _empty_labels(self, layer: Any, image: Any, image_meta: dict[str, Any]) -> None:
@@ -100,6 +101,7 @@ class LayerSlots:
             "multiscale": bool(image_meta.get("multiscale")),
             "scale": image_meta.get("scale"),
             "translate": image_meta.get("translate"),
+            "units": image_meta.get("units"),
         }
         layer.visible = False  # first: a hidden layer is not sliced when its data changes
         if _fits(layer, data, meta):
@@ -128,8 +130,14 @@ class LayerSlots:
             layers.move(layers.index(image), layers.index(labels))
 
     def _extent(self) -> tuple[Any, ...] | None:
-        shapes = tuple(tuple(_level0(layer).shape) for layer in self.layers()[:1])
-        return shapes or None
+        """The image's world extent (shape, scale and translate: a new placement reframes the view too)."""
+        import numpy as np
+
+        extents = tuple(
+            tuple(np.round(np.asarray(layer.extent.world, dtype=float), 6).ravel().tolist())
+            for layer in self.layers()[:1]
+        )
+        return extents or None
 
 
 def _level0(layer: Any) -> Any:
@@ -146,13 +154,17 @@ def _fits(layer: Any, data: Any, meta: dict[str, Any]) -> bool:
 
 
 def _update(layer: Any, data: Any, meta: dict[str, Any]) -> None:
-    """Set the data, name, metadata, contrast limits and placement of an existing layer."""
+    """Set the data, name, metadata, contrast limits and placement (scale, translate, units) of an
+    existing layer."""
     import numpy as np
 
     ndim = layer.ndim
     # each changed scale/translate re-slices the layer: set them only when they differ
     scale = meta.get("scale") or (1.0,) * ndim
     translate = meta.get("translate") or (0.0,) * ndim
+    units = tuple(str(unit) for unit in (meta.get("units") or ("pixel",) * ndim))
+    if tuple(str(unit) for unit in layer.units) != units:
+        layer.units = units
     if not np.array_equal(np.asarray(layer.scale, float), np.asarray(scale, float)):
         layer.scale = scale
     if not np.array_equal(np.asarray(layer.translate, float), np.asarray(translate, float)):
@@ -166,10 +178,21 @@ def _update(layer: Any, data: Any, meta: dict[str, Any]) -> None:
     layer.name = meta.get("name", layer.name)
 
 
+def describe_placement(layer: Any) -> str:
+    """A layer's physical placement in words (``Spatial.describe()``), naming where the reader found it."""
+    from napari_vesuvius.core.volume.spatial import Spatial
+
+    stored = layer.metadata.get("spatial")
+    spatial = Spatial.from_layer(layer)
+    if isinstance(stored, dict) and stored.get("source"):
+        spatial = Spatial(spatial.scale, spatial.translation, spatial.unit, str(stored["source"]))
+    return spatial.describe()
+
+
 #: what the Data step opens, for messages about a path it cannot open
 EXPECTED = (
-    "a .tif/.tiff volume, a zarr / OME-Zarr folder, or a challenge dataset folder "
-    "(train_images/ or test_images/)"
+    "a .tif/.tiff volume, a zarr / OME-Zarr folder, a folder of 2D TIFF slices, a challenge dataset "
+    "folder (train_images/ or test_images/), or an http(s):// / s3:// URL of a zarr / OME-Zarr"
 )
 
 
@@ -213,14 +236,47 @@ def volume_job(dataset: Any, volume_id: str) -> Generator[Progress, None, list[L
     return layers
 
 
-def open_job(path: Path) -> Generator[Progress, None, tuple[Any, list[LayerData], str]]:
+def open_url_job(
+    url: str, level: int = 0, cache_dir: str | Path | None = None
+) -> Generator[Progress, None, tuple[Any, list[LayerData], str]]:
+    """Job: ``(None, layers, "")`` of a remote zarr / OME-Zarr at ``url``, from pyramid ``level`` on,
+    its chunks cached in ``cache_dir`` (None: no cache). Any failure (unreachable, 404, not a volume)
+    is a VolumeError naming the URL."""
+    from napari_vesuvius._reader import read_volumes
+    from napari_vesuvius.core.errors import VesuviusError, VolumeError
+    from napari_vesuvius.core.volume.remote import RemoteOptions
+
+    yield Progress(0, 2, f"opening {url}")
+    remote = RemoteOptions(cache_dir=Path(cache_dir) if cache_dir else None)
+    try:
+        layers = read_volumes(url, level=level, remote=remote)
+    except VesuviusError as error:
+        if url in str(error):
+            raise
+        raise VolumeError(url, str(error)) from error
+    except Exception as error:  # network and store errors vary widely; name the URL
+        raise VolumeError(url, f"cannot open ({type(error).__name__}: {error})") from error
+    warm_napari(layers)
+    yield Progress(2, 2, "read")
+    return None, layers, ""
+
+
+def open_job(
+    path: str | Path, level: int = 0, cache_dir: str | Path | None = None
+) -> Generator[Progress, None, tuple[Any, list[LayerData], str]]:
     """Job: ``(dataset, layers of its first id, problem)`` for a dataset folder, ``(None, layers, "")``
-    for a volume. A dataset whose first volume cannot be read still opens (``problem`` says why)."""
+    for a volume or a URL (:func:`open_url_job`). A dataset whose first volume cannot be read still
+    opens (``problem`` says why). ``level``: the pyramid level a volume opens at (0 = full resolution);
+    ``cache_dir``: the chunk cache of a URL."""
     from napari_vesuvius._reader import can_read, dataset_volume_layers, read_volumes
     from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
     from napari_vesuvius.core.errors import VesuviusError, VolumeError
     from napari_vesuvius.core.volume.io import is_zarr_path
+    from napari_vesuvius.core.volume.remote import is_url
 
+    if is_url(path):
+        return (yield from open_url_job(str(path), level, cache_dir))
+    path = Path(path)
     if str(path) in ("", "."):
         raise VolumeError(None, f"choose {EXPECTED}")
     if not path.exists():
@@ -240,7 +296,7 @@ def open_job(path: Path) -> Generator[Progress, None, tuple[Any, list[LayerData]
     if not (can_read(path) or is_zarr_path(path)):  # a zarr folder: open_volume says what is wrong
         kind = "folder" if path.is_dir() else f"{path.suffix or 'extensionless'} file"
         raise VolumeError(path, f"a {kind} this plugin does not open; expected {EXPECTED}")
-    layers = read_volumes(str(path))
+    layers = read_volumes(str(path), level=level)
     warm_napari(layers)
     yield Progress(2, 2, "read")
     return None, layers, ""

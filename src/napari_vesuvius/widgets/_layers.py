@@ -77,6 +77,39 @@ def label_colormap(hide_ignore: bool = False) -> Any:
     return DirectLabelColormap(color_dict=colors)
 
 
+def placement(layer: Any, origin: Any = None) -> dict[str, Any]:
+    """``scale``, ``translate`` and ``units`` that put a new layer exactly over ``layer``.
+
+    ``origin``: the voxel index (along ``layer``'s axes) where the new layer's data starts, for a crop
+    (a proofreading box, a preview region); None for data covering the whole of ``layer``. Every layer a
+    step makes from another one (probabilities, masks, previews, proofreading, components, comparisons)
+    is placed through this, so CT, labels, probabilities and masks line up in physical units too.
+    """
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float)
+    if origin is not None:
+        translate = translate + np.asarray(origin, dtype=float) * scale
+    kwargs: dict[str, Any] = {"scale": tuple(scale.tolist()), "translate": tuple(translate.tolist())}
+    units = getattr(layer, "units", None)
+    if units is not None:
+        kwargs["units"] = tuple(str(unit) for unit in units)
+    return kwargs
+
+
+def place_like(target: Any, layer: Any, origin: Any = None) -> None:
+    """Move an existing layer ``target`` over ``layer`` (see :func:`placement`), touching only what
+    differs: each changed scale or translate re-slices the layer."""
+    for key, value in placement(layer, origin).items():
+        current = getattr(target, key)
+        same = (
+            tuple(str(u) for u in current) == tuple(value)
+            if key == "units"
+            else np.array_equal(np.asarray(current, dtype=float), np.asarray(value, dtype=float))
+        )
+        if not same:
+            setattr(target, key, value)
+
+
 def set_labels_layer(viewer: napari.viewer.Viewer, name: str, data: np.ndarray, **kwargs: Any) -> Any:
     """Update the Labels layer called ``name`` in place, or add it; returns the layer."""
     if name in viewer.layers:
@@ -99,7 +132,15 @@ def set_image_layer(viewer: napari.viewer.Viewer, name: str, data: Any, **kwargs
     return viewer.add_image(data, name=name, **kwargs)
 
 
-def current_slice(viewer: napari.viewer.Viewer) -> tuple[int, int]:
-    """``(axis, index)`` of the slice shown in 2D display (the first non-displayed axis)."""
+def current_slice(viewer: napari.viewer.Viewer, layer: Any = None) -> tuple[int, int]:
+    """``(axis, index)`` of the slice shown in 2D display (the first non-displayed axis).
+
+    ``index`` is ``layer``'s voxel index at the viewer's position (its scale and translate applied: the
+    viewer's step counts world steps, which differ from a layer's voxels when layers are placed
+    differently); the viewer's step when no layer is given.
+    """
     axis = int(viewer.dims.not_displayed[0])
-    return axis, int(viewer.dims.current_step[axis])
+    if layer is None:
+        return axis, int(viewer.dims.current_step[axis])
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    return axis, int(np.round(point[axis - viewer.dims.ndim + layer.ndim]))

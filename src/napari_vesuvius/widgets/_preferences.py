@@ -22,6 +22,8 @@ PREFERENCES: dict[str, tuple[str, Any]] = {
     "precision": ("inference", "auto"),
     "autosave_minutes": ("proofreading", 3.0),
     "runs_folder": ("training", ""),
+    "zarr_format": ("volumes", 2),
+    "remote_cache_dir": ("volumes", ""),
 }
 
 
@@ -42,3 +44,13 @@ def preference(key: str) -> Any:
     except Exception:  # napari without plugin settings, or none declared: the built-in default
         return fallback
     return fallback if value is None else value
+
+
+def zarr_format() -> int:
+    """The zarr format (2 or 3) of every .zarr / .ome.zarr file a dock writes (preference ``zarr_format``)."""
+    from napari_vesuvius.core.volume.base import check_zarr_format
+
+    try:
+        return check_zarr_format(int(preference("zarr_format")))
+    except (TypeError, ValueError):  # a hand-edited settings file: the default
+        return int(default("zarr_format"))

@@ -108,11 +108,17 @@ class SavingMixin:
         if self.task.running:
             self.say("busy: wait for the running job")
             return None
+        from napari_vesuvius.core.volume.spatial import Spatial
+        from napari_vesuvius.widgets._preferences import zarr_format
+
         snapshot, image = self._snapshot(), self.session_image
         session = snapshot.session
+        # a save with nothing to copy from is placed like the image, in the preferred zarr format
+        spatial = None if image is None else Spatial.from_layer(image)
+        options = {"spatial": spatial, "zarr_format": zarr_format()}
 
         def job() -> Generator[Progress, None, Path]:
-            path = yield from session.iter_save(snapshot.labels)
+            path = yield from session.iter_save(snapshot.labels, **options)
             discard_autosave(session.target, upto=snapshot.generation)  # its contents are in the version
             return path
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_vesuvius.core.progress import Progress
-from napari_vesuvius.widgets._layers import MODELS, layer_array, probability_style, set_image_layer
+from napari_vesuvius.widgets._layers import MODELS, layer_array, placement, probability_style, set_image_layer
 from napari_vesuvius.widgets._proofread_layers import run_while_visible, viewer_grid
 
 SCORE_COLUMNS = ("score", "topo", "surface_dice", "voi_score")
@@ -111,15 +111,12 @@ class RetrainComparison:
     def _show_layer(self, prob: np.ndarray, checkpoint: Path) -> None:
         owner, viewer = self.owner, self.owner.viewer
         image_layer, old_layer = owner.session_image, owner.session_prediction
-        scale = np.asarray(image_layer.scale)
-        translate = np.asarray(image_layer.translate) + np.asarray(owner.session.origin) * scale
         base = old_layer.name if old_layer is not None else image_layer.name
         layer = set_image_layer(
             viewer,
             f"{base} fine-tuned",
             prob,
-            scale=scale,
-            translate=translate,
+            **placement(image_layer, owner.session.origin),
             **probability_style(prob.dtype),
         )
         layer.metadata["fine_tuned"] = {"checkpoint": str(checkpoint), "run_dir": str(self.run_dir)}

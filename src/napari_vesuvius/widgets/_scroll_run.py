@@ -17,7 +17,8 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from napari_vesuvius.core.progress import Progress
-from napari_vesuvius.widgets._layers import MODELS, probability_style
+from napari_vesuvius.widgets._layers import MODELS, placement, probability_style
+from napari_vesuvius.widgets._preferences import zarr_format
 
 if TYPE_CHECKING:
     from napari_vesuvius.core.inference.settings import SlidingWindowSettings
@@ -38,7 +39,7 @@ def zarr_source(layer: Any) -> str | None:
 
 def open_levels(location: str, count: int) -> list[Any]:
     """The output's levels as zarr arrays (not dask: napari re-reads them on refresh)."""
-    from napari_vesuvius.core.scroll.store import join, open_array
+    from napari_vesuvius.core.scroll.source import join, open_array
 
     return [open_array(join(location, str(level))) for level in range(count)]
 
@@ -59,12 +60,13 @@ def start_block_run(
     scheduler = widget.scheduler.value.strip() or None
     workers = int(widget.workers.value) or None
     state: dict[str, Any] = {"layer": None, "refreshed": 0.0}
+    output_format = zarr_format()  # the zarr_format preference (read on the GUI thread)
 
     def job() -> Generator[Progress, None, Any]:
         from napari_vesuvius.core.scroll import iter_run_scroll, prepare_scroll
 
         yield Progress(0, 1, "loading the model(s) and opening the output")
-        plan = prepare_scroll(source, target, specs, settings, ome=True)
+        plan = prepare_scroll(source, target, specs, settings, ome=True, zarr_format=output_format)
         location, count = plan.output.location, len(plan.layout.levels)
         state["output"] = (location, open_levels(location, count))  # opened here, not on the GUI thread
         return (yield from iter_run_scroll(plan, scheduler=scheduler, workers=workers))
@@ -80,10 +82,9 @@ def start_block_run(
                 levels if count > 1 else levels[0],
                 multiscale=count > 1,
                 name=name,
-                scale=image_layer.scale,
-                translate=image_layer.translate,
                 metadata={"path": location, "kind": "ome-zarr", MODELS: [spec.describe() for spec in specs]},
                 **probability_style(levels[0].dtype),
+                **placement(image_layer),
             )
         return state["layer"]
 

@@ -40,7 +40,13 @@ from napari_vesuvius.core.postprocess import (
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
 from napari_vesuvius.widgets._format import percent
-from napari_vesuvius.widgets._layers import PREVIEW_OPACITY, current_slice, layer_array
+from napari_vesuvius.widgets._layers import (
+    PREVIEW_OPACITY,
+    current_slice,
+    layer_array,
+    place_like,
+    placement,
+)
 
 if TYPE_CHECKING:
     from napari_vesuvius.widgets.tune_widget import TuneWidget
@@ -205,7 +211,7 @@ class LivePreview:
 
     def _box(self, prob: Any) -> tuple[slice, ...] | None:
         if self.viewer.dims.ndisplay == 2:
-            axis, index = current_slice(self.viewer)
+            axis, index = current_slice(self.viewer, self.widget.probability.value)
             if not 0 <= index < prob.shape[axis]:
                 return None
             box = [slice(0, int(n)) for n in prob.shape]
@@ -357,9 +363,7 @@ class LivePreview:
             return
         layer = request.layer
         data = result.region.astype(np.uint8)
-        scale = np.asarray(layer.scale)
-        origin = np.asarray([b.start for b in request.box])
-        translate = tuple(np.asarray(layer.translate) + origin * scale)
+        origin = [b.start for b in request.box]
         name = f"{layer.name} preview"
         preview = self._layer
         if preview is None or preview not in self.viewer.layers:
@@ -369,14 +373,13 @@ class LivePreview:
             self._layer = self.viewer.add_image(
                 data,
                 name=name,
-                translate=translate,
-                scale=tuple(scale),
                 colormap=preview_colormap(),
                 contrast_limits=(0, 1),
                 interpolation2d="nearest",
                 blending="translucent",
                 opacity=PREVIEW_OPACITY,
                 metadata={PREVIEW_KEY: True},
+                **placement(layer, origin),
             )
             # adding selects the new layer: keep the user's selection (and layer controls) instead
             self.viewer.layers.selection.clear()
@@ -385,10 +388,7 @@ class LivePreview:
         else:  # in place: never remove and re-add a layer while previewing
             if preview.name != name:
                 preview.name = name
-            if not np.array_equal(preview.scale, scale):
-                preview.scale = tuple(scale)
-            if not np.array_equal(preview.translate, translate):
-                preview.translate = translate
+            place_like(preview, layer, origin)
             preview.data = data
         self.shown += 1
         where = "slice" if self.viewer.dims.ndisplay == 2 else "view"

@@ -1,4 +1,10 @@
-"""Data step: open a volume or a challenge dataset folder and browse its volumes by id.
+"""Data step: open a volume, a URL or a challenge dataset folder and browse its volumes by id.
+
+The path line takes a local path or an ``http(s)://`` / ``s3://`` URL of a zarr / OME-Zarr; the collapsed
+*Pyramid level, remote cache* section chooses the level a pyramid opens at (0 = full resolution; a
+coarse level browses a remote scroll quickly) and the folder remote chunks are cached in (default: the
+``remote_cache_dir`` preference; empty = no cache). The volume info shows each layer's physical
+placement (voxel size, unit, origin) and what reading it adjusted.
 
 Responsiveness: opening a dataset folder (csv reading, id listing) and reading a volume's layers (file
 headers, contrast limits from the reader's metadata, napari's one-time warm-up) run in the TaskRunner's
@@ -14,12 +20,19 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, TextEdit, Widget
+from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox, TextEdit, Widget
 
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._data_layers import EXPECTED, LayerSlots, open_job, volume_job
+from napari_vesuvius.widgets._data_layers import (
+    EXPECTED,
+    LayerSlots,
+    describe_placement,
+    open_job,
+    volume_job,
+)
 from napari_vesuvius.widgets._format import count
+from napari_vesuvius.widgets._preferences import preference
 from napari_vesuvius.widgets._sections import Section, compact, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
 
@@ -28,13 +41,31 @@ if TYPE_CHECKING:
 
 
 class DataWidget(Container):
-    """Open a file or dataset folder, step through ids, show image + labels, describe the volume."""
+    """Open a file, folder or URL, step through a dataset's ids, show image + labels, describe the volume."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, persist: bool | None = None) -> None:
         self.viewer = napari_viewer
-        self.path = FileEdit(label="path", mode="d", tooltip=EXPECTED)
-        self.open_button = PushButton(text="Open", tooltip="open the path above")
-        self.open_file_button = PushButton(text="Open file…", tooltip="choose a .tif/.tiff volume")
+        # a plain line, not a FileEdit: a FileEdit's value is a Path, which turns "https://" into "https:/"
+        self.path = LineEdit(label="path or URL", tooltip=f"open {EXPECTED}")
+        self.open_button = PushButton(text="Open", tooltip="open the path or URL above")
+        self.open_folder_button = PushButton(
+            text="Folder…", tooltip="choose a zarr / OME-Zarr, slice or dataset folder"
+        )
+        self.open_file_button = PushButton(text="File…", tooltip="choose a .tif/.tiff volume")
+        self.level = SpinBox(
+            label="pyramid level",
+            min=0,
+            max=16,
+            value=0,
+            tooltip="level of a pyramid to open: 0 = full resolution, each level up is coarser (faster)",
+        )
+        self.cache_dir = FileEdit(
+            label="chunk cache",
+            mode="d",
+            value=str(preference("remote_cache_dir") or ""),
+            tooltip="folder where chunks of a URL are kept for browsing them again; empty = no cache",
+        )
+        self.open_options = Section("Pyramid level, remote cache", [self.level, self.cache_dir])
         # choices come from a callable: napari calls reset_choices() on docked widgets whenever layers change
         self.volume_id = ComboBox(
             label="volume id", choices=self._id_choices, tooltip="volumes of the open dataset folder"
@@ -58,11 +89,12 @@ class DataWidget(Container):
         super().__init__(
             widgets=[
                 self.path,
-                row(self.open_button, self.open_file_button),
+                row(self.open_button, self.open_folder_button, self.open_file_button),
                 self.volume_id,
                 row(self.previous_button, self.next_button),
                 self.message,
                 self.task,
+                self.open_options,
                 self.details,
             ]
         )
@@ -81,6 +113,8 @@ class DataWidget(Container):
         self.settings.bind(self, ["path"])
 
         self.open_button.changed.connect(lambda: self.open_path(self.path.value))
+        self.path.native.returnPressed.connect(lambda: self.open_path(self.path.value))
+        self.open_folder_button.changed.connect(self._choose_folder)
         self.open_file_button.changed.connect(self._choose_file)
         self.volume_id.changed.connect(self._on_id_changed)
         self.previous_button.changed.connect(lambda: self.step(-1))
@@ -93,6 +127,7 @@ class DataWidget(Container):
         return [
             self.path,
             self.open_button,
+            self.open_folder_button,
             self.open_file_button,
             self.volume_id,
             self.previous_button,
@@ -142,41 +177,68 @@ class DataWidget(Container):
         return self._job == "open" or "open" in self._pending
 
     # -- opening ---------------------------------------------------------------------------------
+    def _start_dir(self) -> str:
+        from napari_vesuvius.core.volume.remote import is_url
+
+        text = self.path.value.strip()
+        return "" if is_url(text) else text
+
+    def _choose_folder(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Open folder", self._start_dir())
+        if folder:
+            self.path.value = folder
+            self.open_path(folder)
+
     def _choose_file(self) -> None:
         from qtpy.QtWidgets import QFileDialog
 
         filename, _ = QFileDialog.getOpenFileName(
-            self.native, "Open volume", str(self.path.value or ""), "Volumes (*.tif *.tiff);;All files (*)"
+            self.native, "Open volume", self._start_dir(), "Volumes (*.tif *.tiff);;All files (*)"
         )
         if filename:
             self.path.value = filename
             self.open_path(filename)
 
-    def open_path(self, path: str | Path) -> None:
-        """Open a dataset folder (browse by id) or a single volume (TIFF / zarr / OME-Zarr) in the background.
+    def _cache_dir(self) -> str | None:
+        """The chunk-cache folder typed or chosen (None when empty: no cache)."""
+        text = self.cache_dir.line_edit.value.strip()
+        return text or None
 
-        A failed open keeps the dataset, id list and layers already shown.
+    def open_path(self, path: str | Path) -> None:
+        """Open a dataset folder (browse by id), a single volume (TIFF, slice folder, zarr / OME-Zarr) or
+        a URL in the background, at the pyramid level chosen (volumes and URLs).
+
+        A failed open keeps the dataset, id list and layers already shown; its message names the path.
         """
+        from napari_vesuvius.core.volume.remote import is_url
+
         self._tokens["open"] += 1
-        token, path = self._tokens["open"], Path(path)
+        text = str(path).strip()
+        token, location = self._tokens["open"], (text if is_url(text) else Path(text))
+        level, cache_dir = int(self.level.value), self._cache_dir()
+        shown = str(location) if isinstance(location, str) else location.name or str(location)
 
         def finished() -> None:
             self._on_finished()
             self._resync()
 
         def start() -> None:
-            self.message.value = f"opening {path.name or path} …"
+            self.message.value = f"opening {shown} …"
             self.task.start(
-                lambda: open_job(path),
+                lambda: open_job(location, level, cache_dir),
                 description="open",
-                on_result=lambda result: self._opened(token, path, *result),
+                on_result=lambda result: self._opened(token, shown, level, *result),
                 on_error=self._report_error,
                 on_finished=finished,
             )
 
         self._submit("open", start)
 
-    def _opened(self, token: int, path: Path, dataset: Any, layers: list[Any], problem: str) -> None:
+    def _opened(
+        self, token: int, shown: str, level: int, dataset: Any, layers: list[Any], problem: str
+    ) -> None:
         if token != self._tokens["open"]:
             return  # a newer open superseded this one
         self._tokens["show"] += 1  # a load of the old dataset still under way is stale now
@@ -186,7 +248,12 @@ class DataWidget(Container):
         if dataset is None:  # a single volume: its layers replace the dataset's
             self._shown_id = None
             self._show_layers(layers)
-            self.message.value = f"opened {path.name}"
+            self.message.value = f"opened {shown}" + (f" at pyramid level {level}" if level else "")
+            retries = sum(
+                int(meta.get("metadata", {}).get("remote", {}).get("retries", 0)) for _, meta, _ in layers
+            )
+            if retries:
+                self.message.value += f" ({retries} retries: the server is busy or rate-limited)"
             return
         ids = self._id_choices()
         summary = f"dataset: {len(dataset.train_ids)} train, {len(dataset.test_ids)} test"
@@ -278,18 +345,25 @@ class DataWidget(Container):
         return self.slots.label_layers()
 
     def describe(self) -> None:
-        """Show shape, dtype and chunking of every layer just opened (no pixel data read)."""
+        """Show shape, dtype, chunking, physical placement and reading notes of every layer just opened
+        (no pixel data read)."""
         from napari.layers import Labels
 
         from napari_vesuvius._reader import LABELS_LEGEND
 
         self.counts.value = ""
         lines = []
+        placed = None
         for layer in self._dataset_layers:
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             chunks = getattr(data, "chunksize", None) or getattr(data, "chunks", None)
             levels = f", {len(layer.data)} levels" if getattr(layer, "multiscale", False) else ""
             lines.append(f"{layer.name}: shape {tuple(data.shape)}, {data.dtype}, chunks {chunks}{levels}")
+            placement = describe_placement(layer)
+            if placement != placed:  # a label layer placed like its image says nothing new
+                lines.append(f"  placement: {placement}")
+                placed = placement
+            lines += [f"  note: {note}" for note in layer.metadata.get("notes", ())]
             if isinstance(layer, Labels):
                 lines.append(f"  labels: {LABELS_LEGEND}")
         self.info.value = "\n".join(lines)

@@ -23,8 +23,16 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, SpinBox, TextEdit
 
 from napari_vesuvius.core.progress import Progress, relay
+from napari_vesuvius.core.volume.spatial import Spatial
 from napari_vesuvius.widgets._background import TaskRunner
-from napari_vesuvius.widgets._layers import MODEL_POSTPROCESS, MODELS, layer_array, probability_style
+from napari_vesuvius.widgets._layers import (
+    MODEL_POSTPROCESS,
+    MODELS,
+    layer_array,
+    place_like,
+    placement,
+    probability_style,
+)
 from napari_vesuvius.widgets._model_picker import PERSISTED, ModelPicker
 from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
@@ -60,7 +68,12 @@ class InferenceWidget(Container):
         # the section's controls, under the names the dock has always had
         self.device, self.precision, self.step = self.window.device, self.window.precision, self.window.step
         self.batch_size, self.output_dtype = self.window.batch_size, self.window.output_dtype
-        self.output_zarr = FileEdit(label="zarr output", mode="w", tooltip="empty = keep in memory")
+        self.output_zarr = FileEdit(
+            label="zarr output",
+            mode="w",
+            tooltip="empty = keep in memory; .zarr = a zarr array, .ome.zarr = an OME-Zarr pyramid (zarr "
+            "format: Preferences › napari-vesuvius), placed like the image",
+        )
         self.replace_zarr = CheckBox(
             text="replace an existing output",
             tooltip="replace an existing zarr store at this path (never a file a layer was opened from)",
@@ -198,11 +211,14 @@ class InferenceWidget(Container):
             or f"layer {image_layer.name!r}"
         )
         described = [spec.describe() for spec in specs]
+        spatial = Spatial.from_layer(image_layer)  # the output is placed like its image
         state: dict[str, Any] = {}
         self.layer = None
 
         def job() -> Generator[Progress, None, Any]:
-            output, pending = _make_output(target, tuple(volume.shape), window.output_dtype, inputs, replace)
+            output, pending = _make_output(
+                target, tuple(volume.shape), window.output_dtype, inputs, replace, spatial
+            )
             state["output"] = output
             try:
                 yield Progress(0, 1, "loading the model(s)")  # the GUI adds the layer now
@@ -217,8 +233,8 @@ class InferenceWidget(Container):
                 result = yield from predict_volume(
                     volume, members, window, output=output, source=source, preview_s=PREVIEW_INTERVAL_S
                 )
-                if pending is not None:
-                    pending.publish()  # in the worker: a large store is renamed, never copied
+                if pending is not None:  # in the worker: a large store is renamed, never copied
+                    yield from pending.iter_publish()  # (an OME-Zarr gets its pyramid first)
                     result.probability = pending.open_published()
                     state["where"] = f" → {pending.target}"
                 return result
@@ -314,7 +330,7 @@ class InferenceWidget(Container):
         if reuse is not None and reuse.ndim == output.ndim and not reuse.multiscale:
             reuse.name = name
             reuse.metadata = {MODELS: models}
-            reuse.scale, reuse.translate = image_layer.scale, image_layer.translate
+            place_like(reuse, image_layer)
             reuse.data = output
             for key, value in probability_style(output.dtype).items():
                 setattr(reuse, key, value)
@@ -324,9 +340,8 @@ class InferenceWidget(Container):
         return self.viewer.add_image(
             output,
             name=name,
-            scale=image_layer.scale,
-            translate=image_layer.translate,
             metadata={MODELS: models},
+            **placement(image_layer),
             **probability_style(output.dtype),
         )
 
@@ -359,22 +374,27 @@ REPLACE_HINT = "tick 'replace an existing output' (Zarr output section) to repla
 
 
 def _make_output(
-    target: str, shape: tuple[int, ...], dtype: str, inputs: list[Any], replace: bool
+    target: str, shape: tuple[int, ...], dtype: str, inputs: list[Any], replace: bool, spatial: Any = None
 ) -> tuple[Any, Any]:
     """The array to predict into and its pending zarr output (None: in memory); runs in the job.
 
     A zarr path is checked and created by core (``create_prediction_output``): never a file a layer
     was opened from or a model, an existing store only when *replace* is ticked; the run fills a
-    partial store next to it that replaces the target only when the run finishes.
+    partial store next to it that replaces the target only when the run finishes. The store is in the
+    zarr format of the ``zarr_format`` preference (``.ome.zarr``: OME-Zarr with a pyramid) and carries
+    ``spatial``, the image layer's placement.
     """
     if not target:
         return np.zeros(shape, dtype=np.dtype(dtype)), None
     from napari_vesuvius.core.inference.outputs import create_prediction_output
+    from napari_vesuvius.widgets._preferences import zarr_format
 
     pending = create_prediction_output(
         target, shape, np.dtype(dtype), inputs=inputs, overwrite=replace,
         hint=REPLACE_HINT,
         chunks=tuple(min(128, n) for n in shape),
+        zarr_format=zarr_format(),
+        spatial=spatial,
     )  # fmt: skip
     return pending.array, pending
 

@@ -21,7 +21,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -50,6 +49,7 @@ from napari_vesuvius.widgets._layers import (
     layer_array,
     model_postprocess_of,
     models_of,
+    placement,
     set_labels_layer,
 )
 from napari_vesuvius.widgets._preferences import preference
@@ -321,15 +321,13 @@ class ProofreadWidget(SavingMixin, Container):
 
         The layer carries the prediction's models (``metadata["models"]``), so Retrain fine-tunes the
         model that made it."""
-        scale = np.asarray(image.scale)
-        translate = np.asarray(image.translate) + np.asarray(session.origin) * scale
         if self.layer is not None:
             self._disconnect_layer()
         name = f"{image.name} proofread"
         metadata = dict(self.viewer.layers[name].metadata) if name in self.viewer.layers else {}
         metadata[MODELS] = models_of(prediction)
         layer = set_labels_layer(
-            self.viewer, name, session.labels, scale=scale, translate=translate,
+            self.viewer, name, session.labels, **placement(image, session.origin),
             colormap=label_colormap(), opacity=LABELS_OPACITY, metadata=metadata,
         )  # fmt: skip
         session.labels = layer.data
@@ -383,7 +381,7 @@ class ProofreadWidget(SavingMixin, Container):
                 return
             diff, counts = result
             layer = set_labels_layer(
-                self.viewer, name, diff, scale=self.layer.scale, translate=self.layer.translate,
+                self.viewer, name, diff, **placement(self.layer),
                 colormap=diff_colormap(), opacity=0.9,
             )  # fmt: skip
             layer.editable = False

@@ -42,6 +42,8 @@ from napari_vesuvius.widgets._layers import (
     layer_array,
     model_postprocess_of,
     models_of,
+    place_like,
+    placement,
 )
 from napari_vesuvius.widgets._sections import Section, compact, primary_button, row, status_label
 from napari_vesuvius.widgets._settings import WidgetSettings
@@ -385,15 +387,15 @@ class TuneWidget(Container):
         def done(mask: np.ndarray) -> None:
             data = mask.astype(np.uint8)
             if name in self.viewer.layers:
+                place_like(self.viewer.layers[name], layer)
                 self.viewer.layers[name].data = data
             else:
                 self.viewer.add_labels(
                     data,
                     name=name,
-                    scale=layer.scale,
-                    translate=layer.translate,
                     colormap=label_colormap(),
                     opacity=MASK_OPACITY,
+                    **placement(layer),
                 )
             metadata = self.viewer.layers[name].metadata
             metadata["postprocess_config"] = config.to_dict()

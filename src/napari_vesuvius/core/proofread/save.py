@@ -15,6 +15,11 @@ the new version's path; the next save of that version removes a killed save's pa
   those chunk files are first replaced by private copies (:func:`_unshare_chunks`), so the linked
   files of older versions never change whatever way the installed zarr writes a chunk; the
   lower levels of an OME-Zarr pyramid are updated in the box by nearest-neighbour downsampling.
+  The copy keeps the previous version's zarr format (2 or 3) and metadata, its placement included.
+
+A save with nothing to start from (no version, no original) writes a new sparse zarr in zarr format 2
+(``zarr_format`` 3 when asked; ``.ome.zarr``: an OME-Zarr label pyramid) placed by ``spatial``. Every
+other save keeps the physical placement (scale, origin, unit) of the file it starts from.
 
 The autosave file is written by :mod:`.autosave`.
 """
@@ -32,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, cubic_chunks, slab_chunks
+from napari_vesuvius.core.volume.base import (
+    DEFAULT_ZARR_FORMAT,
+    TIFF_SUFFIXES,
+    cubic_chunks,
+    is_ome_zarr_name,
+    slab_chunks,
+)
+from napari_vesuvius.core.volume.spatial import Spatial
 
 from ..atomic import remove_path, temp_sibling
 from ..errors import VolumeError
@@ -49,6 +61,13 @@ _PUBLISH_TRIES = 50
 
 def _is_zarr_ext(ext: str) -> bool:
     return ext.lower().endswith(".zarr")
+
+
+def _same_zarr_kind(ext: str, base_ext: str) -> bool:
+    """True when a version can be copied from its base: both plain zarr or both OME-Zarr (a family may
+    hold both; an OME-Zarr version is never a copy of a plain zarr, nor the reverse)."""
+    both_zarr = _is_zarr_ext(ext) and _is_zarr_ext(base_ext)
+    return both_zarr and is_ome_zarr_name(ext) == is_ome_zarr_name(base_ext)
 
 
 def _fsync_file(path: Path) -> None:
@@ -109,12 +128,16 @@ def iter_save_version(
     box: Box | None = None,
     full_shape: Sequence[int] | None = None,
     base: str | Path | None = None,
+    spatial: Spatial | None = None,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
 ) -> Generator[Progress, None, Path]:
     """Job: save ``data`` as the next version of ``original``'s family; returns the version's path.
 
     ``data`` is the whole volume (``box`` None) or the crop at ``box`` of a volume of ``full_shape``.
-    ``base`` (default :func:`save_base`) supplies the voxels outside the box; zeros when there is none.
-    The original is never written, an existing version never replaced.
+    ``base`` (default :func:`save_base`) supplies the voxels outside the box and the placement; zeros
+    when there is none. ``spatial`` and ``zarr_format`` apply only to a save with no base (a zarr of a
+    base keeps its format and placement). The original is never written, an existing version never
+    replaced.
     """
     original = Path(original)
     data = np.asarray(data)
@@ -137,12 +160,12 @@ def iter_save_version(
     target = next_version_path(original)
     partial = temp_sibling(target, ".partial" + split_name(target)[1])
     try:
-        if _is_zarr_ext(ext) and base_path is not None and _is_zarr_ext(split_name(base_path)[1]):
+        if base_path is not None and _same_zarr_kind(ext, split_name(base_path)[1]):
             yield from _copy_on_write_zarr(base_path, partial, box, data, shape)
         elif _is_zarr_ext(ext) and base_path is None:
-            yield from _new_sparse_zarr(partial, box, data, shape)
+            yield from _new_sparse_zarr(partial, box, data, shape, spatial, zarr_format)
         else:
-            yield from _stream(partial, box, data, shape, base_path)
+            yield from _stream(partial, box, data, shape, base_path, spatial)
         if partial.is_file():
             _fsync_file(partial)
         for _ in range(_PUBLISH_TRIES):
@@ -164,14 +187,21 @@ def save_version(original: str | Path, data: np.ndarray, **kwargs: Any) -> Path:
 
 
 def _stream(
-    partial: Path, box: Box, data: np.ndarray, shape: tuple[int, ...], base: Path | None
+    partial: Path,
+    box: Box,
+    data: np.ndarray,
+    shape: tuple[int, ...],
+    base: Path | None,
+    spatial: Spatial | None,
 ) -> Generator[Progress, None, None]:
-    """Write the base with the crop patched in (or the whole ``data``), slab by slab."""
+    """Write the base with the crop patched in (or the whole ``data``), slab by slab, placed like the
+    base (``spatial`` when there is none)."""
     import dask.array as da
 
     from napari_vesuvius.core.volume.io import open_labels
     from napari_vesuvius.core.volume.write import iter_write_volume
 
+    spatial = _placement(base, spatial)
     if is_full(box, shape):
         source: Any = data
         volume = None
@@ -185,24 +215,55 @@ def _stream(
         source = lazy.copy()
         source[box] = data
     try:
-        for report in iter_write_volume(partial, source):
+        for report in iter_write_volume(partial, source, spatial=spatial, downsample="nearest"):
             yield Progress(report.done, report.total, f"saving: {report.message}")
     finally:
         if volume is not None:
             volume.close()
 
 
-def _new_sparse_zarr(
-    partial: Path, box: Box, data: np.ndarray, shape: tuple[int, ...]
-) -> Generator[Progress, None, None]:
-    """A new zarr of zeros (no chunk stored) with the crop written: cheap for a huge volume."""
-    import zarr
+def _placement(base: Path | None, spatial: Spatial | None) -> Spatial | None:
+    """The placement of the family (``base``'s, headers only); ``spatial`` when there is no readable base
+    (a whole-volume save does not need the base's voxels, so an unreadable base does not stop it)."""
+    from napari_vesuvius.core.volume.io import open_volume
 
-    array = zarr.create_array(
-        store=str(partial), shape=shape, chunks=cubic_chunks(shape, 1), dtype=np.uint8, fill_value=0
-    )
-    yield from _write_box(array, box, data)
-    array.attrs[PROVENANCE_ATTR] = _provenance(None, box)
+    if base is None:
+        return spatial
+    try:
+        with open_volume(base) as described:
+            return described.spatial
+    except VolumeError:
+        return spatial
+
+
+def _new_sparse_zarr(
+    partial: Path,
+    box: Box,
+    data: np.ndarray,
+    shape: tuple[int, ...],
+    spatial: Spatial | None,
+    zarr_format: int,
+) -> Generator[Progress, None, None]:
+    """A new zarr of zeros (no chunk stored) with the crop written: cheap for a huge volume.
+
+    ``.ome.zarr``: level 0 written the same way, then its label pyramid (every second voxel).
+    """
+    from napari_vesuvius.core.volume.write import create_ome_zarr_base, iter_finish_ome_zarr
+    from napari_vesuvius.core.volume.zarr_write import create_zarr_array
+
+    chunks = cubic_chunks(shape, 1)
+    if is_ome_zarr_name(partial):
+        node, array = create_ome_zarr_base(
+            partial, shape, np.uint8, chunks=chunks, zarr_format=zarr_format, fill_value=0
+        )
+        yield from _write_box(array, box, data)
+        yield from iter_finish_ome_zarr(node, spatial=spatial, downsample="nearest")
+    else:
+        node = array = create_zarr_array(
+            partial, shape, np.uint8, chunks=chunks, zarr_format=zarr_format, fill_value=0, spatial=spatial
+        )
+        yield from _write_box(array, box, data)
+    node.attrs[PROVENANCE_ATTR] = _provenance(None, box)
 
 
 def _write_box(array: Any, box: Box, data: np.ndarray) -> Generator[Progress, None, None]:

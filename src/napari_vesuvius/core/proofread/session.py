@@ -90,11 +90,12 @@ class EditSession:
         region = "whole volume" if self.whole else f"crop {format_box(self.box)}"
         return f"{region} {box_shape(self.box)} of {self.full_shape} → versions of {self.target.name}"
 
-    def iter_save(self, labels: np.ndarray | None = None) -> Generator[Progress, None, Path]:
-        """Job: save a snapshot of the labels as the next version; returns its path."""
+    def iter_save(self, labels: np.ndarray | None = None, **kwargs: Any) -> Generator[Progress, None, Path]:
+        """Job: save a snapshot of the labels as the next version; returns its path. ``kwargs``: the
+        ``spatial`` and ``zarr_format`` of :func:`.save.iter_save_version`."""
         snapshot = np.array(self.labels if labels is None else labels, dtype=np.uint8, copy=True)
         path = yield from iter_save_version(
-            self.target, snapshot, box=None if self.whole else self.box, full_shape=self.full_shape
+            self.target, snapshot, box=None if self.whole else self.box, full_shape=self.full_shape, **kwargs
         )
         self.versions.append(path)
         return path

@@ -14,6 +14,7 @@ to read an unfinished output as if it were whole), :func:`open_array` and :func:
 a local or fsspec store).
 """
 
+from .record import RESUME_HINT, output_progress, require_complete
 from .run import (
     DEFAULT_CHUNK,
     ScrollPlan,
@@ -23,7 +24,7 @@ from .run import (
     predict_scroll,
     prepare_scroll,
 )
-from .store import RESUME_HINT, is_url, join, open_array, output_progress, require_complete
+from .source import is_url, join, open_array
 
 __all__ = [
     "DEFAULT_CHUNK",

@@ -4,8 +4,8 @@ The fingerprint is plain JSON stored with the output: every model's weights hash
 networks' state dicts, so a moved or re-saved checkpoint with the same weights still matches), patch,
 normalisation, classes and ensemble weight; the sliding-window settings that change values (step,
 Gaussian, TTA, device and precision as requested, air skipping); the input (location, shape, dtype);
-and the output layout (chunks, block size, pyramid). The batch size is left out: it only changes
-which tiles share a forward pass.
+and the output layout (chunks, block size, pyramid, zarr format). The batch size is left out: it only
+changes which tiles share a forward pass.
 """
 
 from __future__ import annotations

@@ -34,9 +34,12 @@ from napari_vesuvius.core.inference.model_api import Normalization, WeightedMode
 from napari_vesuvius.core.inference.models import members_of
 from napari_vesuvius.core.inference.settings import SlidingWindowSettings, describe_members
 from napari_vesuvius.core.progress import Progress
+from napari_vesuvius.core.volume.base import DEFAULT_ZARR_FORMAT
 
 from . import store
 from .fingerprint import as_json, make_fingerprint
+from .record import Record
+from .source import InputInfo, input_spatial, normalize_location, open_input
 
 DEFAULT_CHUNK = 128
 #: seconds between saves of the progress record (and always at the end, on cancel and on errors)
@@ -57,11 +60,11 @@ def default_block_size(patch: Sequence[int], chunk: int = DEFAULT_CHUNK) -> int:
 class ScrollPlan:
     """A prepared run: input, output (created or reopened), models, settings and what is left."""
 
-    input: store.InputInfo
+    input: InputInfo
     output: store.ScrollOutput
     members: list[WeightedModel]
     settings: dict[str, Any]  # the run's description (window, block layout, models), stored with it
-    record: store.Record
+    record: Record
     window: SlidingWindowSettings = field(default_factory=SlidingWindowSettings)
 
     @property
@@ -106,23 +109,27 @@ def prepare_scroll(
     chunk_size: int = DEFAULT_CHUNK,
     ome: bool = False,
     overwrite: bool = False,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
+    remote: Any = None,
     **overrides: Any,
 ) -> ScrollPlan:
     """Open the zarr / OME-Zarr ``source``, load ``models`` (ModelSpecs, InferenceModels or
-    WeightedModels) and create or reopen ``output`` (uint8; ``ome``: OME-Zarr with a pyramid).
+    WeightedModels) and create or reopen ``output`` (uint8; ``ome``: OME-Zarr with a pyramid; zarr
+    format 2 by default, 3 when asked), placed like the input (its scale, origin and unit).
 
     ``settings``: the sliding window (keyword ``overrides`` change single fields; the output is
     always uint8). Raises VolumeError naming the output when it holds a different run (see the module
-    docstring).
+    docstring). ``remote`` (:class:`~..volume.remote.RemoteOptions`): retries and chunk cache of a URL
+    input, for the client's reads and the workers' alike.
     """
     window = SlidingWindowSettings.build(settings, **overrides).replace(output_dtype="uint8")
-    info, _ = store.open_input(source)
+    info, _ = open_input(source, remote)
     members = members_of(models)
     check_input_dtype(members, info.dtype, info.location)  # refuse or announce an intensity conversion
     patch = [max(int(m.model.patch_size[i]) for m in members) for i in range(3)]
     block = int(block_size) if block_size else default_block_size(patch, chunk_size)
     try:
-        layout = store.plan_layout(info.shape, chunk_size, (block,) * 3, ome)
+        layout = store.plan_layout(info.shape, chunk_size, (block,) * 3, ome, zarr_format)
     except ValueError as error:
         raise VolumeError(output, str(error)) from None
     # the settings that change values; batch size does not, so a resume may change it
@@ -136,9 +143,14 @@ def prepare_scroll(
     fingerprint = make_fingerprint(
         members, settings=fingerprinted, input_info=described, layout=layout.to_dict()
     )
-    location = store.normalize_location(output)
+    location = normalize_location(output)
     out, record = store.prepare_output(
-        location, layout, fingerprint, input_location=info.location, overwrite=overwrite
+        location,
+        layout,
+        fingerprint,
+        input_location=info.location,
+        overwrite=overwrite,
+        spatial=input_spatial(info.location, info.remote),
     )
     run_settings = {**window.to_dict(), "block_size": block, "chunk_size": int(chunk_size)}
     run_settings["models"] = describe_members(members)
@@ -161,7 +173,10 @@ def _fit_normalizations(plan: ScrollPlan) -> list[Normalization]:
         normalization = member.model.normalization
         if normalization.kind == "zscore":
             if data is None:
-                data = da.from_zarr(store.open_array(plan.input.array_location))
+                array = plan.input.open_array()
+                data = (
+                    da.from_array(array, chunks=array.chunks) if plan.input.squeeze else da.from_zarr(array)
+                )
             normalization = normalization.fit(data)
         fitted.append(normalization)
     plan.record.normalizations = [as_json(n.to_dict()) for n in fitted]
@@ -188,12 +203,14 @@ class _Tally:
         self.air = self.tiles_run = self.tiles_skipped = 0
         self.voxels = self.compute_voxels = 0
         self.rss = 0.0
+        self.retries = 0  # remote input reads tried again by the workers
 
     def add(self, outcome: Any) -> None:
         region = self.grid.region(outcome.index)
         voxels = int(np.prod([r.stop - r.start for r in region]))
         self.voxels += voxels
         self.rss = max(self.rss, outcome.rss_mb)
+        self.retries += getattr(outcome, "remote_retries", 0)
         if outcome.air:
             self.air += 1
             return
@@ -234,7 +251,8 @@ class _Tally:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         air = f"air {100 * self.air / self.finished:.0f}%" if self.finished else "air -"
         rate, busy = self.voxels / elapsed / 1e6, self.compute_voxels / elapsed / 1e6
-        return f"blocks: {air}, {rate:.1f} Mvox/s ({busy:.2f} non-air)"
+        retries = f" ({self.retries} HTTP retries)" if self.retries else ""
+        return f"blocks: {air}, {rate:.1f} Mvox/s ({busy:.2f} non-air){retries}"
 
 
 def iter_run_scroll(
@@ -318,6 +336,8 @@ def _block_job(plan: ScrollPlan, normalizations: Sequence[Normalization]) -> Any
         layout=plan.layout,
         normalizations=tuple(normalizations),
         window=plan.window,
+        remote=plan.input.remote,
+        input_squeeze=plan.input.squeeze,
     )
 
 

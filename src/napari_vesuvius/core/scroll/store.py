@@ -1,13 +1,14 @@
-"""Zarr side of a full-scroll run: open the input, lay out and create (or resume) the output, record progress.
+"""Output side of a full-scroll run: lay out and create (or resume) the output, record progress.
 
-Locations are local paths or fsspec URLs (``file://``, ``memory://``, ``s3://`` ...; whatever zarr
-opens). The input is a zarr array, a single-array group or an OME-Zarr pyramid (its full resolution).
+The input side (locations, the input array) is :mod:`.source`.
 
-The output is a uint8 zarr array (zarr v3), or an OME-Zarr group (NGFF 0.4, zarr v2) with a max-pooled
-pyramid. Chunks are cubic (128³ = 2 MB by default) and all-zero chunks are never stored (fill value 0),
-so air costs nothing. Level 0 and every coarser level whose chunks a block covers exactly are written by
-the worker that computed the block; the coarser levels, where several blocks share a chunk, are written
-by the client (one writer, no read-modify-write races).
+The output is a uint8 zarr array (zarr format 2 by default, 3 when asked), or an OME-Zarr group (NGFF 0.4
+on zarr v2, 0.5 on v3) with a max-pooled pyramid; either carries the input's physical placement (plain
+zarr attributes, NGFF coordinate transformations). Chunks are cubic (128³ = 2 MB by default) and
+all-zero chunks are never stored (fill value 0), so air costs nothing. Level 0 and every coarser level
+whose chunks a block covers exactly are written by the worker that computed the block; the coarser
+levels, where several blocks share a chunk, are written by the client (one writer, no read-modify-write
+races).
 
 Progress lives in the output's attributes under ``vesuvius_scroll``: the run's fingerprint and two bit
 masks over the block grid (finished, air), written only by the client, atomically (zarr replaces the
@@ -16,8 +17,6 @@ metadata object as a whole). ``complete`` stays false until every block is recor
 
 from __future__ import annotations
 
-import base64
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,133 +27,12 @@ import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import BlockGrid, Index3, Region
-from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, require_3d
+from napari_vesuvius.core.volume.base import DEFAULT_ZARR_FORMAT, check_zarr_format
+from napari_vesuvius.core.volume.spatial import Spatial
 
-RECORD_KEY = "vesuvius_scroll"
-RECORD_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------- locations
-def is_url(location: str | Path) -> bool:
-    return "://" in str(location)
-
-
-def normalize_location(location: str | Path) -> str:
-    """An absolute local path (``file://`` URLs included) or the URL without a trailing slash."""
-    text = str(location)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    elif is_url(text):
-        return text.rstrip("/")
-    return str(Path(text).expanduser().resolve())
-
-
-def join(location: str, path: str) -> str:
-    return f"{location.rstrip('/')}/{path}" if path else location
-
-
-def filesystem(location: str) -> tuple[Any, str]:
-    """The fsspec filesystem of a location and the location's path in it."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(location)
-
-
-def exists(location: str) -> bool:
-    fs, root = filesystem(location)
-    return bool(fs.exists(root))
-
-
-def _is_zarr(location: str) -> bool:
-    fs, root = filesystem(location)
-    return any(fs.exists(f"{root}/{name}") for name in ("zarr.json", ".zgroup", ".zarray"))
-
-
-def remove(location: str) -> None:
-    fs, root = filesystem(location)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-
-
-def open_array(location: str, mode: str = "r") -> Any:
-    """A zarr array (v2 or v3) at ``location``; errors name the location."""
-    import zarr
-
-    try:
-        return zarr.open_array(store=location, mode=mode)
-    except Exception as error:
-        raise VolumeError(
-            location, f"cannot open the zarr array ({type(error).__name__}: {error})"
-        ) from error
-
-
-def may_hold_data(array: Any, fs: Any, root: str, region: Region) -> bool:
-    """False only if no chunk overlapping ``region`` is stored and missing chunks read as 0 (air).
-
-    Lets an all-air block be skipped without materialising its voxels (a 512³ read of missing chunks
-    still fills 128 MB); one ``exists`` per chunk (or shard).
-    """
-    fill = array.metadata.fill_value
-    if fill is None or np.asarray(fill).item() != 0:
-        return True
-    grid = array.shards or array.chunks
-    ranges = [range(r.start // g, -(-r.stop // g)) for r, g in zip(region, grid, strict=True)]
-    return any(
-        fs.exists(f"{root}/{array.metadata.encode_chunk_key(coords)}")
-        for coords in itertools.product(*ranges)
-    )
-
-
-# -------------------------------------------------------------------------------------------- input
-@dataclass(frozen=True)
-class InputInfo:
-    """Where the full-resolution input array lives and what it holds."""
-
-    location: str
-    array_path: str
-    shape: Index3
-    dtype: str
-    chunks: Index3
-
-    @property
-    def array_location(self) -> str:
-        return join(self.location, self.array_path)
-
-
-def open_input(location: str | Path) -> tuple[InputInfo, Any]:
-    """Open a zarr / OME-Zarr input (full resolution) without reading voxels."""
-    import zarr
-
-    from napari_vesuvius.core.volume.io import ngff_multiscales
-
-    where = normalize_location(location)
-    if not is_url(where) and not Path(where).exists():
-        raise VolumeError(where, "input not found")
-    if not is_url(where) and Path(where).suffix.lower() in TIFF_SUFFIXES:
-        raise VolumeError(where, "block-wise runs read zarr or OME-Zarr inputs; save the TIFF as .zarr first")
-    try:
-        node = zarr.open(store=where, mode="r")
-    except Exception as error:
-        raise VolumeError(where, f"not a readable zarr array or OME-Zarr group ({error})") from error
-    require_complete(node.attrs, where)  # the output of an interrupted run is no input
-    path = ""
-    if not isinstance(node, zarr.Array):
-        multiscales = ngff_multiscales(dict(node.attrs))
-        if multiscales and multiscales[0].get("datasets"):
-            path = str(multiscales[0]["datasets"][0]["path"])
-        else:
-            arrays = list(node.array_keys())
-            if len(arrays) != 1:
-                raise VolumeError(where, f"zarr group is not OME-Zarr and holds {len(arrays)} arrays")
-            path = arrays[0]
-        node = open_array(join(where, path))
-    require_3d(node.shape, Path(where))
-    shape = tuple(int(n) for n in node.shape)
-    chunks = tuple(int(n) for n in node.chunks)
-    info = InputInfo(
-        where, path, (shape[0], shape[1], shape[2]), str(node.dtype), (chunks[0], chunks[1], chunks[2])
-    )
-    return info, node
+from .record import RECORD_KEY, Record
+from .source import exists, is_url, join, open_array, remove
+from .source import is_zarr as _is_zarr
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -167,6 +45,7 @@ class OutputLayout:
     block: Index3
     ome: bool
     levels: tuple[Index3, ...]
+    zarr_format: int = DEFAULT_ZARR_FORMAT
 
     @property
     def grid(self) -> BlockGrid:
@@ -195,14 +74,29 @@ class OutputLayout:
         return (s[0], s[1], s[2])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chunk": self.chunk, "block": list(self.block), "ome": self.ome, "levels": len(self.levels)}
+        return {
+            "chunk": self.chunk,
+            "block": list(self.block),
+            "ome": self.ome,
+            "levels": len(self.levels),
+            "zarr_format": self.zarr_format,
+        }
 
 
-def plan_layout(shape: Sequence[int], chunk: int, block: Sequence[int], ome: bool) -> OutputLayout:
+def plan_layout(
+    shape: Sequence[int],
+    chunk: int,
+    block: Sequence[int],
+    ome: bool,
+    zarr_format: int = DEFAULT_ZARR_FORMAT,
+) -> OutputLayout:
     """Check the block size against the chunks and list the pyramid levels (OME-Zarr only).
 
-    Levels halve until the largest side fits one chunk (as long as blocks stay aligned).
+    Levels halve until the largest side fits one chunk (as long as blocks stay aligned). ``zarr_format``:
+    2 (the default) or 3, the format of the output store (part of the fingerprint).
     """
+    if zarr_format not in (2, 3):
+        raise ValueError(f"zarr format must be 2 or 3, got {zarr_format!r}")
     shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
     block3 = (int(block[0]), int(block[1]), int(block[2]))
     if chunk < 1 or min(block3) < 1:
@@ -213,99 +107,7 @@ def plan_layout(shape: Sequence[int], chunk: int, block: Sequence[int], ome: boo
     levels = [shape3]
     while ome and max(levels[-1]) > chunk and all(b % 2 ** len(levels) == 0 for b in block3):
         levels.append(tuple(math.ceil(n / 2) for n in levels[-1]))  # type: ignore[arg-type]
-    return OutputLayout(shape3, int(chunk), block3, bool(ome), tuple(levels))
-
-
-# ------------------------------------------------------------------------------------------- record
-def _pack(mask: np.ndarray) -> str:
-    return base64.b64encode(np.packbits(mask.ravel()).tobytes()).decode("ascii")
-
-
-def _unpack(text: str, shape: Sequence[int]) -> np.ndarray:
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))
-    return bits[: int(np.prod(shape))].astype(bool).reshape(tuple(shape))
-
-
-@dataclass
-class Record:
-    """The output's progress record: fingerprint, finished and air blocks, fitted normalisations."""
-
-    fingerprint: dict[str, Any]
-    done: np.ndarray
-    air: np.ndarray
-    normalizations: list[dict[str, Any]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": RECORD_VERSION,
-            "fingerprint": self.fingerprint,
-            "grid": list(self.done.shape),
-            "blocks_total": int(self.done.size),
-            "blocks_done": int(self.done.sum()),
-            "blocks_air": int(self.air.sum()),
-            "done": _pack(self.done),
-            "air": _pack(self.air),
-            "normalizations": self.normalizations,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Record:
-        grid = [int(n) for n in data["grid"]]
-        return cls(
-            data["fingerprint"],
-            _unpack(data["done"], grid),
-            _unpack(data["air"], grid),
-            data.get("normalizations"),
-        )
-
-
-# ------------------------------------------------------------------------------------ completeness
-#: How an interrupted block-wise run is finished (an existing output with the same settings resumes).
-RESUME_HINT = (
-    "run the same `napari-vesuvius predict` command again to resume it (or the Inference widget's "
-    "block-wise run with the same settings); --overwrite starts over"
-)
-
-
-def incomplete_blocks(attrs: Any) -> tuple[int, int] | None:
-    """``(blocks done, blocks total)`` when ``attrs`` (a zarr node's attributes) are those of a
-    block-wise output whose run has not finished; None for a finished one or any other zarr.
-
-    The one definition of "incomplete": a progress record (written by every block-wise run) while
-    ``complete`` is not true. Only the output's own writer (resuming) and a live display of the run in
-    progress may read such a store (see :func:`require_complete`).
-    """
-    data = dict(attrs)
-    record = data.get(RECORD_KEY)
-    if not isinstance(record, dict) or data.get("complete") is True:
-        return None
-    try:
-        return int(record.get("blocks_done", 0)), int(record.get("blocks_total", 0))
-    except (TypeError, ValueError):
-        return 0, 0
-
-
-def require_complete(attrs: Any, location: str | Path) -> None:
-    """Raise VolumeError naming ``location`` when it is an unfinished block-wise output."""
-    progress = incomplete_blocks(attrs)
-    if progress is not None:
-        done, total = progress
-        raise VolumeError(
-            location,
-            f"incomplete block-wise output: {done} of {total} blocks done (its run was interrupted; "
-            f"the missing blocks read as 0); {RESUME_HINT}",
-        )
-
-
-def output_progress(location: str | Path) -> tuple[int, int] | None:
-    """:func:`incomplete_blocks` of the zarr at ``location`` (None when it is not a readable zarr)."""
-    import zarr
-
-    try:
-        node = zarr.open(store=str(location), mode="r")
-    except Exception:  # not a zarr: nothing to report
-        return None
-    return incomplete_blocks(node.attrs)
+    return OutputLayout(shape3, int(chunk), block3, bool(ome), tuple(levels), int(zarr_format))
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -336,29 +138,38 @@ class ScrollOutput:
         self.node.attrs.update(update)
 
     @classmethod
-    def create(cls, location: str, layout: OutputLayout) -> ScrollOutput:
-        import zarr
+    def create(cls, location: str, layout: OutputLayout, *, spatial: Spatial | None = None) -> ScrollOutput:
+        """Create the empty output (``layout.zarr_format``), placed like the input (``spatial``)."""
+        from napari_vesuvius.core.volume import ngff
+        from napari_vesuvius.core.volume.io import volume_id
+        from napari_vesuvius.core.volume.ome_zarr_write import create_ome_zarr_base, create_ome_zarr_level
+        from napari_vesuvius.core.volume.zarr_write import create_zarr_array
 
+        zarr_format = check_zarr_format(layout.zarr_format, location)
         if not is_url(location):
             Path(location).parent.mkdir(parents=True, exist_ok=True)
         if not layout.ome:
-            node = zarr.create_array(
-                store=location, shape=layout.shape, chunks=layout.chunks(0), dtype="uint8", fill_value=0
-            )
+            node = create_zarr_array(
+                location, layout.shape, "uint8", chunks=layout.chunks(0), zarr_format=zarr_format,
+                fill_value=0, spatial=spatial,
+            )  # fmt: skip
             return cls(location, layout, node)
-        group = zarr.open_group(store=location, mode="w", zarr_format=2)
-        datasets = []
-        for level, shape in enumerate(layout.levels):
-            group.create_array(
-                str(level), shape=shape, chunks=layout.chunks(level), dtype="uint8", fill_value=0
+        group, _ = create_ome_zarr_base(
+            location, layout.levels[0], "uint8", chunks=layout.chunks(0), zarr_format=zarr_format
+        )
+        for level in range(1, len(layout.levels)):
+            shape = layout.levels[level]
+            create_ome_zarr_level(group, layout.path(level), shape, "uint8", layout.chunks(level), 0)
+        group.attrs.update(
+            ngff.multiscales_attrs(
+                zarr_format=zarr_format,
+                level_shapes=layout.levels,
+                spatial=spatial or Spatial(),
+                downsample="max",
+                name=volume_id(location.rstrip("/")),
+                paths=[layout.path(level) for level in range(len(layout.levels))],
             )
-            scale = [float(2**level)] * 3
-            datasets.append(
-                {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            )
-        axes = [{"name": name, "type": "space"} for name in "zyx"]
-        name = Path(location.rstrip("/")).name
-        group.attrs["multiscales"] = [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]
+        )
         return cls(location, layout, group)
 
     @classmethod
@@ -402,11 +213,18 @@ def _short(value: Any) -> str:
 
 
 def prepare_output(
-    location: str, layout: OutputLayout, fingerprint: dict[str, Any], *, input_location: str, overwrite: bool
+    location: str,
+    layout: OutputLayout,
+    fingerprint: dict[str, Any],
+    *,
+    input_location: str,
+    overwrite: bool,
+    spatial: Spatial | None = None,
 ) -> tuple[ScrollOutput, Record]:
     """Create the output, or reopen it to resume when its fingerprint matches; refuse a mismatch.
 
-    ``overwrite`` deletes an existing output first. An output that holds no record (not written by a
+    ``spatial``: the input's placement, carried into a new output. ``overwrite`` deletes an existing
+    output first. An output that holds no record (not written by a
     block run) or a different fingerprint is refused with the differences named.
     """
     inside = location.startswith(input_location.rstrip("/") + "/")
@@ -419,7 +237,7 @@ def prepare_output(
             raise VolumeError(location, "exists and is not a zarr; not deleting it (choose another output)")
         remove(location)
     if not exists(location):
-        output = ScrollOutput.create(location, layout)
+        output = ScrollOutput.create(location, layout, spatial=spatial)
         output.write_record(fresh)
         return output, fresh
     output = ScrollOutput.open(location, layout)

@@ -27,7 +27,16 @@ from napari_vesuvius.core.inference.blocks import Index3, downsample_max, predic
 from napari_vesuvius.core.inference.model_api import Normalization, WeightedModel
 from napari_vesuvius.core.inference.settings import SlidingWindowSettings
 
-from .store import OutputLayout, filesystem, join, may_hold_data, open_array
+from .source import (
+    filesystem,
+    join,
+    may_hold_data,
+    open_array,
+    open_input_array,
+    remote_url,
+    squeezed,
+)
+from .store import OutputLayout
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class BlockJob:
     layout: OutputLayout
     normalizations: tuple[Normalization, ...]
     window: SlidingWindowSettings
+    remote: Any = None  # RemoteOptions of a URL input: retries and chunk cache (None: defaults)
+    input_squeeze: tuple[int, ...] = ()  # singleton t / c axes of a 5D OME-Zarr input, read at 0
 
 
 @dataclass
@@ -57,6 +68,8 @@ class BlockOutcome:
     tiles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: level → zlib-compressed uint8 bytes of this block's part of a client-written level
     coarse: dict[int, bytes] = field(default_factory=dict)
+    #: reads of a remote input this block tried again (HTTP 429 / 5xx, timeouts); progress reports them
+    remote_retries: int = 0
 
     def coarse_array(self, level: int, shape: Sequence[int]) -> np.ndarray:
         return np.frombuffer(zlib.decompress(self.coarse[level]), np.uint8).reshape(tuple(shape))
@@ -131,17 +144,33 @@ class ScrollPlugin(WorkerPlugin):
     def array(self, state: _WorkerState, location: str, mode: str) -> Any:
         with state.lock:
             if location not in state.arrays:
-                state.arrays[location] = open_array(location, mode)
+                if location == self.job.input_location:  # a URL: the retrying, caching store
+                    array = open_input_array(location, self.job.remote)
+                    state.arrays[location] = squeezed(array, self.job.input_squeeze)
+                else:
+                    state.arrays[location] = open_array(location, mode)
             return state.arrays[location]
 
     def run(self, worker: Any, index: Index3) -> BlockOutcome:
+        """:meth:`_run` one block; its outcome counts the remote input's retries meanwhile."""
+        state = self.state(worker)
+        source = self.array(state, self.job.input_location, "r")
+        stats = getattr(getattr(source, "source", source).store, "stats", None)
+        before = stats.retries if stats is not None else 0
+        outcome = self._run(worker, index)
+        outcome.remote_retries = (stats.retries - before) if stats is not None else 0
+        return outcome
+
+    def _run(self, worker: Any, index: Index3) -> BlockOutcome:
         from napari_vesuvius.core.volume.io import GuardedSource
 
         job, layout = self.job, self.job.layout
         state = self.state(worker)
         source = self.array(state, job.input_location, "r")
-        if state.filesystem is None:
-            state.filesystem = filesystem(job.input_location)
+        if state.filesystem is None:  # a URL: ask the retrying store (see may_hold_data)
+            state.filesystem = (
+                (None, "") if remote_url(job.input_location) else filesystem(job.input_location)
+            )
         try:
             stored = may_hold_data(source, *state.filesystem, layout.grid.region(index))
         except OSError as error:

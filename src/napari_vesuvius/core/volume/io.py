@@ -4,6 +4,11 @@ Qt-free and napari-free. Volumes open as dask arrays without reading pixel data:
 (chunks grouping several whole z-slices, see :mod:`.tiff`), zarr arrays and OME-Zarr pyramids
 through zarr. Every read goes through :class:`GuardedSource`, so a corrupt or truncated file surfaces
 as :class:`~napari_vesuvius.core.errors.VolumeError` naming the file, also at compute time.
+:func:`volume_from_zarr_node` is the one interpretation of a zarr node, local or remote: OME-Zarr
+metadata (NGFF 0.1–0.5) is read by :mod:`.ngff` into each level's :class:`~.spatial.Spatial` placement;
+singleton t / c axes are squeezed on read (:class:`~.ngff.SqueezedSource`, with a
+:class:`~.base.VolumeWarning` and a line in :attr:`LazyVolume.notes`), real channels or time points
+refused; a plain zarr array's placement comes from its :data:`~.spatial.SPATIAL_ATTR` attribute.
 Writing lives in :mod:`.write`; its public names are re-exported here, so
 ``from napari_vesuvius.core.volume.io import write_volume`` keeps working.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +35,18 @@ from napari_vesuvius.core.volume.base import (
     TIFF_CHUNK_BYTES,
     TIFF_SUFFIXES,
     ZARR_CHUNK_BYTES,
+    VolumeWarning,
     cubic_chunks,
     require_3d,
     slab_chunks,
 )
-from napari_vesuvius.core.volume.spatial import Spatial
+from napari_vesuvius.core.volume.ngff import (
+    SqueezedSource,
+    multiscales_list,
+    ngff_level_arrays,
+    read_ngff_image,
+)
+from napari_vesuvius.core.volume.spatial import SPATIAL_ATTR, Spatial
 from napari_vesuvius.core.volume.tiff import open_tiff_source
 from napari_vesuvius.core.volume.write import (
     iter_write_ome_zarr,
@@ -178,19 +191,19 @@ def _as_dask(source: Any, path: Path | str, chunks: Sequence[int]) -> da.Array:
 
 # --------------------------------------------------------------------------------------------- reading
 def _open_tiff(path: Path) -> LazyVolume:
-    """A page-per-slice TIFF as one dask array whose chunks group several whole z-slices."""
+    """A page-per-slice TIFF as one dask array whose chunks group several whole z-slices; its physical
+    placement from the first page's header (:mod:`.tiff_spatial`)."""
+    from napari_vesuvius.core.volume.tiff_spatial import read_tiff_spatial
+
     source, tif = open_tiff_source(path)
+    spatial, notes = read_tiff_spatial(tif, path)
     dask_array = _as_dask(source, path, slab_chunks(source.shape, np.dtype(source.dtype).itemsize))
-    return LazyVolume(path, [dask_array], "tiff", [tif])
+    return LazyVolume(path, [dask_array], "tiff", [tif], spatial=spatial, notes=notes)
 
 
 def ngff_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    if "multiscales" in attrs:
-        return attrs["multiscales"]
-    ome = attrs.get("ome")
-    if isinstance(ome, dict) and "multiscales" in ome:
-        return ome["multiscales"]
-    return None
+    """The ``multiscales`` list of OME-Zarr group attributes (0.4 or 0.5 ``ome``), else None."""
+    return multiscales_list(attrs)
 
 
 def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
@@ -208,41 +221,70 @@ def _open_zarr(path: Path, allow_incomplete: bool = False) -> LazyVolume:
 def volume_from_zarr_node(node: Any, path: Path | str, *, allow_incomplete: bool = False) -> LazyVolume:
     """A LazyVolume of an opened zarr array or group (local or remote store); errors name ``path``.
 
-    The one interpretation of a zarr node: a 3D array, an OME-Zarr group (its pyramid) or a group
-    holding exactly one 3D array.
+    The one interpretation of a zarr node: a 3D array (placement from its ``SPATIAL_ATTR`` attribute),
+    an OME-Zarr group (its pyramid, placement per level from the NGFF metadata, singleton t / c axes
+    squeezed with a :class:`~.base.VolumeWarning`) or a group holding exactly one 3D array.
     """
     import zarr
 
     if not allow_incomplete:  # an interrupted block-wise output would read as if complete
-        from napari_vesuvius.core.scroll.store import require_complete
+        from napari_vesuvius.core.scroll.record import require_complete
 
         require_complete(node.attrs, path)
     if isinstance(node, zarr.Array):
         require_3d(node.shape, path)
-        return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr")
-    multiscales = ngff_multiscales(dict(node.attrs))
-    if multiscales:
-        datasets = multiscales[0].get("datasets", [])
-        if not datasets:
-            raise VolumeError(path, "OME-Zarr multiscales metadata lists no datasets")
-        levels = []
-        for entry in datasets:
-            try:
-                level = node[entry["path"]]
-            except Exception as error:
-                raise VolumeError(
-                    path, f"OME-Zarr level {entry.get('path')!r} is missing ({error})"
-                ) from error
-            require_3d(level.shape, f"{path}/{entry['path']}")
-            levels.append(_as_dask(level, f"{path}/{entry['path']}", level.chunks))
-        return LazyVolume(path, levels, "ome-zarr")
+        spatial, notes = _plain_spatial(node.attrs, path)
+        return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr", spatial=spatial, notes=notes)
+    attrs = dict(node.attrs)
+    if ngff_multiscales(attrs):
+        return _open_ome_zarr(node, attrs, path)
     arrays = list(node.array_keys())
     if len(arrays) == 1 and not list(node.group_keys()):
         array = node[arrays[0]]
         require_3d(array.shape, path)
-        return LazyVolume(path, [_as_dask(array, path, array.chunks)], "zarr")
+        spatial, notes = _plain_spatial(array.attrs if SPATIAL_ATTR in array.attrs else attrs, path)
+        return LazyVolume(path, [_as_dask(array, path, array.chunks)], "zarr", spatial=spatial, notes=notes)
     raise VolumeError(
         path, f"zarr group is not OME-Zarr and holds {len(arrays)} arrays; expected exactly one"
+    )
+
+
+def _plain_spatial(attrs: Any, path: Path | str) -> tuple[Spatial, list[str]]:
+    """A plain zarr's placement from its ``SPATIAL_ATTR`` attribute; malformed -> warning and default."""
+    record = attrs.get(SPATIAL_ATTR)
+    if record is None:
+        return Spatial(), []
+    try:
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a mapping, got {record!r}")
+        return Spatial.from_dict(record, source="zarr-attrs"), []
+    except (ValueError, TypeError) as error:
+        note = f"ignored a malformed {SPATIAL_ATTR!r} attribute ({error}): voxel size 1, origin 0"
+        warnings.warn(VolumeWarning(f"{path}: {note}"), stacklevel=4)
+        return Spatial(), [note]
+
+
+def _open_ome_zarr(node: Any, attrs: dict[str, Any], path: Path | str) -> LazyVolume:
+    """An OME-Zarr image group as a (z, y, x) pyramid with each level's placement (:mod:`.ngff`)."""
+    arrays = ngff_level_arrays(node, attrs, path)
+    image = read_ngff_image(attrs, {key: array.shape for key, array in arrays.items()}, path)
+    levels = []
+    for key in image.paths:
+        array = arrays[key]
+        source = SqueezedSource(array, image.squeeze) if image.squeeze else array
+        where = f"{path}/{key}"
+        require_3d(source.shape, where)  # type: ignore[arg-type]
+        levels.append(_as_dask(source, where, source.chunks))
+    notes = list(image.notes)
+    if image.squeeze:
+        note = (
+            f"squeezed the singleton axes {', '.join(image.squeezed_names)} of the OME-Zarr axes "
+            f"({', '.join(image.axis_names)}): read as a (z, y, x) volume"
+        )
+        warnings.warn(VolumeWarning(f"{path}: {note}"), stacklevel=4)
+        notes.insert(0, note)
+    return LazyVolume(
+        path, levels, "ome-zarr", spatial=image.spatials[0], level_spatials=list(image.spatials), notes=notes
     )
 
 
@@ -263,7 +305,10 @@ def is_volume_zarr(path: str | Path) -> bool:
         node = zarr.open(store=str(path), mode="r")
         if isinstance(node, zarr.Array):
             return len(node.shape) == 3
-        if ngff_multiscales(dict(node.attrs)):
+        attrs = dict(node.attrs)
+        if ngff_multiscales(attrs):
+            arrays = ngff_level_arrays(node, attrs, path)
+            read_ngff_image(attrs, {key: array.shape for key, array in arrays.items()}, path)
             return True
         arrays = list(node.array_keys())
         return len(arrays) == 1 and not list(node.group_keys()) and len(node[arrays[0]].shape) == 3
@@ -296,7 +341,7 @@ def open_volume(
     ``level`` opens a pyramid from that level on (coarse browsing, :meth:`LazyVolume.from_level`).
     ``remote`` (:class:`~.remote.RemoteOptions`) sets retries and the chunk cache of a URL; default
     options when None. A block-wise output whose run was interrupted is refused (VolumeError with the
-    resume hint, see :func:`.scroll.store.require_complete`) unless ``allow_incomplete`` (e.g. ``info``
+    resume hint, see :func:`.scroll.record.require_complete`) unless ``allow_incomplete`` (e.g. ``info``
     describing it).
     """
     from napari_vesuvius.core.volume.remote import is_url, open_remote_volume

@@ -13,6 +13,9 @@ points, ``(2, 32, 32, 32)``) is refused with a VolumeError naming the file and t
 of being flattened into z. Axes of length 1 that the file declares explicitly (a tifffile shape such
 as ``(1, 64, 32, 32)``) are dropped with a :class:`~.base.VolumeWarning`; the implicit
 singleton axes of ImageJ and OME metadata are dropped silently, as tifffile does.
+
+The physical placement (voxel size, origin, unit) is read from the same first-page header by
+:mod:`.tiff_spatial`; folders of 2D slices are :mod:`.tiff_folder`.
 """
 
 from __future__ import annotations

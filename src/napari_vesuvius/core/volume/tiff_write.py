@@ -1,7 +1,10 @@
 """Atomic page-per-slice TIFF writing (one page per z-slice, LZW by default), used by :mod:`.write`.
 
 Slabs are computed on the caller's thread and handed to a tifffile writer thread (which encodes pages in
-parallel). The physical placement (:class:`~.spatial.Spatial`) is carried into the file's tags.
+parallel). The physical placement (:class:`~.spatial.Spatial`) is carried into the file's tags
+(:func:`~.tiff_spatial.tiff_write_options`: ImageJ hyperstack metadata where the dtype allows it, else
+resolution tags and tifffile's JSON description); the default placement writes no such tags. Either way
+the file stays one page per z-slice, which :mod:`.tiff` reads back fast.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.core.volume.base import slab_chunks
 from napari_vesuvius.core.volume.spatial import Spatial
+from napari_vesuvius.core.volume.tiff_spatial import tiff_write_options
 
 
 class _AbortWrite(Exception):
@@ -35,6 +39,8 @@ def write_tiff(
     slabs: queue.Queue[Any] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
     codec = None if compression in (None, "none") else compression
+    bigtiff = source.nbytes > 2**31 - 2**25
+    file_options, page_options = tiff_write_options(spatial, tuple(source.shape), source.dtype, bigtiff)
 
     def pages() -> Iterator[np.ndarray]:
         while True:
@@ -47,13 +53,14 @@ def write_tiff(
 
     def writer_thread() -> None:
         try:
-            with tifffile.TiffWriter(tmp, bigtiff=source.nbytes > 2**31 - 2**25) as writer:
+            with tifffile.TiffWriter(tmp, bigtiff=bigtiff, **file_options) as writer:
                 writer.write(
                     pages(),
                     shape=source.shape,
                     dtype=source.dtype,
                     photometric="minisblack",
                     compression=codec,
+                    **page_options,
                 )
         except BaseException as error:
             failure.append(error)

@@ -21,6 +21,7 @@ from napari_vesuvius.core.volume.base import (
     DEFAULT_ZARR_FORMAT,
     TIFF_SUFFIXES,
     cubic_chunks,
+    is_ome_zarr_name,
     require_3d,
 )
 from napari_vesuvius.core.volume.ome_zarr_write import (
@@ -59,6 +60,12 @@ def iter_write_volume(
     require_3d(source.shape, path)
     if not path.parent.is_dir():
         raise VolumeError(path, "parent folder does not exist")
+    if is_ome_zarr_name(path):
+        return (
+            yield from iter_write_ome_zarr(
+                path, source, chunks=chunks, zarr_format=zarr_format, spatial=spatial, downsample=downsample
+            )
+        )
     is_tiff = path.suffix.lower() in TIFF_SUFFIXES
     if not is_tiff and path.suffix.lower() != ".zarr":
         raise VolumeError(path, "unsupported output type; use .tif, .tiff or .zarr")
@@ -68,7 +75,7 @@ def iter_write_volume(
             yield from write_tiff(tmp, path, source, compression, spatial)
         else:
             zarr_chunks = tuple(chunks) if chunks else cubic_chunks(source.shape, source.dtype.itemsize)
-            yield from write_zarr_slabs(tmp, source, zarr_chunks, zarr_format)
+            yield from write_zarr_slabs(tmp, source, zarr_chunks, zarr_format, spatial)
         swap_in(tmp, path)
     finally:
         if tmp.exists():
