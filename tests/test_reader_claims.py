@@ -169,3 +169,21 @@ def test_napari_opens_a_dataset_folder_and_an_ome_zarr_with_this_plugin(volumes:
     assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
     [pyramid] = viewer.open(str(volumes["ome_zarr"]), plugin=PLUGIN)
     assert pyramid.multiscale and pyramid.source.reader_plugin == PLUGIN
+
+
+def test_a_zarr_url_is_claimed_by_name_and_opens_placed(tmp_path):
+    """``viewer.open(url)``: a URL ending in .zarr is ours (no request to decide); others are not."""
+    from http_server import FaultServer
+    from napari_vesuvius.core.volume.spatial import Spatial
+
+    data = np.arange(16 * 32 * 32, dtype=np.uint32).reshape(16, 32, 32).astype(np.uint8)
+    write_ome_zarr(tmp_path / "scan.ome.zarr", data, spatial=Spatial((7.91,) * 3, unit="micrometer"))
+    assert napari_get_reader("https://example.org/data/x.png") is None
+    assert napari_get_reader("https://example.org/data/x.tif") is None
+    with FaultServer(tmp_path) as server:
+        reader = napari_get_reader(f"{server.url}/scan.ome.zarr/")
+        assert reader is not None and server.count() == 0  # claimed by name only
+        [(layer_data, meta, kind)] = reader(f"{server.url}/scan.ome.zarr")
+        level0 = layer_data[0] if meta["multiscale"] else layer_data
+        np.testing.assert_array_equal(np.asarray(level0), data)  # lazy: read while the server runs
+    assert kind == "image" and tuple(meta["scale"]) == (7.91,) * 3

@@ -57,9 +57,16 @@ def can_read(path: str | Path) -> bool:
     """True for an existing .tif/.tiff file, a zarr folder holding a 3D volume, a dataset folder or a
     folder of 2D TIFF slices (one volume; its listing and first header are read).
 
+    A URL (``https://…/scroll.zarr``, ``s3://…/x.ome.zarr``: ``viewer.open(url)``) is claimed by its name
+    alone (no request): a name ending in ``.zarr``.
+
     Cheap (file names, ``is_dir`` tests and zarr metadata, no pixel data): napari calls it for every
     path a user opens.
     """
+    from napari_vesuvius.core.volume.remote import is_url
+
+    if is_url(path):
+        return str(path).rstrip("/").lower().endswith(".zarr")
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in TIFF_SUFFIXES

@@ -58,12 +58,14 @@ def spatial_from_meta(meta: dict[str, Any] | None) -> Spatial | None:
     return Spatial.from_layer(layer)
 
 
-def _write(path: str, data: Any, meta: dict[str, Any], suffixes: tuple[str, ...], default: str) -> list[str]:
+def _write(
+    path: str, data: Any, meta: dict[str, Any], suffixes: tuple[str, ...], default: str, **kwargs: Any
+) -> list[str]:
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         target = target.with_name(target.name + default)
     labels = _as_label_array(data, target)
-    write_volume(target, labels, spatial=spatial_from_meta(meta), downsample="nearest")
+    write_volume(target, labels, spatial=spatial_from_meta(meta), downsample="nearest", **kwargs)
     return [str(target)]
 
 
@@ -73,9 +75,11 @@ def write_labels_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 
 def write_labels_zarr(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Save a Labels layer as a zarr array (``.zarr``, format 2) or an OME-Zarr pyramid (``.ome.zarr``)
-    atomically; returns the written path."""
-    return _write(path, data, meta, (".zarr",), ".zarr")
+    """Save a Labels layer as a zarr array (``.zarr``) or an OME-Zarr pyramid (``.ome.zarr``) atomically,
+    in the zarr format of the ``zarr_format`` preference (2 by default); returns the written path."""
+    from napari_vesuvius.widgets._preferences import zarr_format
+
+    return _write(path, data, meta, (".zarr",), ".zarr", zarr_format=zarr_format())
 
 
 def write_submission_tif(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
