@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,24 @@ def require_3d(shape: Sequence[int], path: Path) -> None:
         raise VolumeError(path, f"expected a 3D volume (z, y, x), got shape {tuple(shape)} ({len(shape)}D)")
     if min(shape) <= 0:
         raise VolumeError(path, f"volume is empty, shape {tuple(shape)}")
+
+
+def stack_key(key: Any, shape: Sequence[int], what: str) -> tuple[range, tuple[Any, ...], bool]:
+    """Split an index into a stack of z-planes (a TIFF page stack, a slice folder) into the z-planes to
+    read, the in-plane index and whether z was a slice (else the z axis is dropped from the result).
+
+    Supports what dask and napari ask for: ints and slices, at most 3 of them; IndexError otherwise.
+    """
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > 3 or any(k is Ellipsis or k is None for k in key):
+        raise IndexError(f"unsupported index {key!r} for a {what}")
+    z_key, plane_key = key[0], key[1:] + (slice(None),) * (3 - len(key))
+    if isinstance(z_key, slice):
+        return range(*z_key.indices(int(shape[0]))), plane_key, True
+    index, depth = int(z_key), int(shape[0])
+    if not -depth <= index < depth:
+        raise IndexError(f"z index {index} out of range for {depth} slices")
+    return range(index % depth, index % depth + 1), plane_key, False
 
 
 def slab_chunks(shape: Sequence[int], itemsize: int, target_bytes: int = TIFF_CHUNK_BYTES) -> tuple[int, ...]:

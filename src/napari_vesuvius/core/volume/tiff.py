@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
-from napari_vesuvius.core.volume.base import VolumeWarning, require_3d
+from napari_vesuvius.core.volume.base import VolumeWarning, require_3d, stack_key
 
 
 class TiffPageStack:
@@ -57,17 +57,7 @@ class TiffPageStack:
             return self.tif.pages[index]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) > 3 or any(k is Ellipsis or k is None for k in key):
-            raise IndexError(f"unsupported index {key!r} for a TIFF page stack")
-        z_key, plane_key = key[0], key[1:] + (slice(None),) * (3 - len(key))
-        if isinstance(z_key, slice):
-            indices = range(*z_key.indices(self.shape[0]))
-        else:
-            index = int(z_key)
-            if not -self.shape[0] <= index < self.shape[0]:
-                raise IndexError(f"z index {index} out of range for {self.shape[0]} slices")
-            indices = range(index % self.shape[0], index % self.shape[0] + 1)
+        indices, plane_key, z_slice = stack_key(key, self.shape, "TIFF page stack")
         full_plane = all(isinstance(k, slice) and k == slice(None) for k in plane_key)
         # the crop's shape, from a zero-byte broadcast view of one plane
         crop_shape = np.broadcast_to(np.empty((), bool), self.shape[1:])[plane_key].shape
@@ -75,7 +65,7 @@ class TiffPageStack:
         for i, z in enumerate(indices):
             plane = self._frame(z).asarray(lock=self._lock)
             out[i] = plane if full_plane else plane[plane_key]
-        return out if isinstance(z_key, slice) else out[0]
+        return out if z_slice else out[0]
 
 
 def _declared_shaped(page: Any) -> tuple[tuple[int, ...], str] | None:

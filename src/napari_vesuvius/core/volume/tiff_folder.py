@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
-from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, VolumeWarning, slab_chunks
+from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, VolumeWarning, slab_chunks, stack_key
 from napari_vesuvius.core.volume.spatial import Spatial
 
 if TYPE_CHECKING:
@@ -229,22 +229,12 @@ class TiffSliceStack:
         return plane
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) > 3 or any(k is Ellipsis or k is None for k in key):
-            raise IndexError(f"unsupported index {key!r} for a TIFF slice folder")
-        z_key, plane_key = key[0], key[1:]
-        if isinstance(z_key, slice):
-            indices = range(*z_key.indices(self.shape[0]))
-        else:
-            index = int(z_key)
-            if not -self.shape[0] <= index < self.shape[0]:
-                raise IndexError(f"z index {index} out of range for {self.shape[0]} slices")
-            indices = range(index % self.shape[0], index % self.shape[0] + 1)
+        indices, plane_key, z_slice = stack_key(key, self.shape, "TIFF slice folder")
         crop_shape = np.broadcast_to(np.empty((), bool), self.shape[1:])[plane_key].shape
         out = np.empty((len(indices), *crop_shape), self.dtype)
         for i, z in enumerate(indices):
             out[i] = self._read(self.files[z])[plane_key]
-        return out if isinstance(z_key, slice) else out[0]
+        return out if z_slice else out[0]
 
 
 def _meta_json_spatial(folder: Path, slices: int, notes: list[str]) -> Spatial | None:
