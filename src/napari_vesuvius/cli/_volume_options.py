@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_vesuvius.core.volume.base import DEFAULT_ZARR_FORMAT, ZARR_FORMATS
+from napari_vesuvius.core.volume.remote import RetryPolicy
 
 
 def add_output_format_options(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +43,16 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
         "--retries",
         type=int,
         default=None,
-        help="tries per remote request on HTTP 429/5xx or timeouts, with exponential backoff (default 6)",
+        help=(
+            "tries per remote request on HTTP 429/5xx or timeouts, with exponential backoff "
+            f"(default {RetryPolicy.attempts})"
+        ),
     )
 
 
 def remote_options_from_args(args: argparse.Namespace) -> Any:
     """The RemoteOptions of the parsed ``--cache-dir`` / ``--retries`` (defaults when absent)."""
-    from napari_vesuvius.core.volume.remote import RemoteOptions, RetryPolicy
+    from napari_vesuvius.core.volume.remote import RemoteOptions
 
     retries = getattr(args, "retries", None)
     retry = RetryPolicy() if retries is None else RetryPolicy(attempts=max(1, int(retries)))

@@ -44,9 +44,11 @@ class RetryPolicy:
     ``base_delay_s`` by ×2 up to ``max_delay_s`` with full jitter, all retries of one request within
     ``budget_s`` seconds; ``timeout_s`` bounds one try."""
 
-    attempts: int = 6
+    #: 8 tries with waits capped at 0.5, 1, 2, 4, 8, 16, 30 s: up to about a minute of waiting (half
+    #: that on average, full jitter), long enough for a data server's rate-limit window to pass
+    attempts: int = 8
     base_delay_s: float = 0.5
-    max_delay_s: float = 20.0
+    max_delay_s: float = 30.0
     budget_s: float = 120.0
     timeout_s: float = 60.0
 
