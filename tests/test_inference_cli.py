@@ -75,3 +75,25 @@ def test_parse_tta() -> None:
     assert parse_tta("2,0") == (0, 2)
     with pytest.raises(Exception, match="axes"):
         parse_tta("0,5")
+
+
+def test_predict_a_folder_of_ome_zarr_volumes_keeps_their_ids(tmp_path, model_path) -> None:
+    """``scan.ome.zarr`` predicts to ``scan.ome.zarr`` / ``scan.tif``, never ``scan.ome.tif``."""
+    from napari_vesuvius.core.volume.io import open_volume
+    from napari_vesuvius.core.volume.ngff import validate_ome_zarr
+    from napari_vesuvius.core.volume.spatial import Spatial
+    from napari_vesuvius.core.volume.write import write_volume
+
+    inputs = tmp_path / "scans"
+    inputs.mkdir()
+    placed = Spatial((7.91, 7.91, 7.91), unit="micrometer")
+    for vid in ("a", "b"):
+        write_volume(inputs / f"{vid}.ome.zarr", scan_volume((16, 16, 16), seed=len(vid)), spatial=placed)
+    common = ["predict", "--model", str(model_path), "--input", str(inputs), "--quiet", "--dtype", "uint8"]
+    assert main([*common, "--output", str(tmp_path / "tif")]) == 0
+    assert sorted(p.name for p in (tmp_path / "tif").iterdir()) == ["a.tif", "b.tif"]
+    assert main([*common, "--output", str(tmp_path / "ome"), "--format", "ome.zarr"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ome").iterdir()) == ["a.ome.zarr", "b.ome.zarr"]
+    validate_ome_zarr(tmp_path / "ome" / "a.ome.zarr")
+    with open_volume(tmp_path / "ome" / "a.ome.zarr") as written:
+        assert written.spatial == placed and written.dtype == np.uint8

@@ -63,7 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="test",
         help="which images of a challenge dataset folder (default: test)",
     )
-    parser.add_argument("--format", choices=("tif", "zarr"), default="tif", help="file type in folder mode")
+    parser.add_argument(
+        "--format",
+        choices=("tif", "zarr", "ome.zarr"),
+        default="tif",
+        help="file type in folder mode (ome.zarr: an OME-Zarr pyramid per volume)",
+    )
     parser.add_argument("--folds", nargs="+", metavar="FOLD", help="nnU-Net folds to ensemble (default: all)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
     add_settings_arguments(parser, output_dtype=True)
@@ -121,13 +126,13 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise VolumeError(source, "input not found")
-    from napari_vesuvius.core.volume.io import is_zarr_path
+    from napari_vesuvius.core.volume.io import is_zarr_path, volume_id
     from napari_vesuvius.core.volume.tiff_folder import is_slice_folder
 
     if source.is_file() or is_zarr_path(source) or is_slice_folder(source):  # one volume
         if target.suffix.lower() not in (*TIFF_SUFFIXES, ".zarr"):
-            raise VolumeError(target, "output must end in .tif, .tiff or .zarr")
-        return [(source.stem, source, target)]
+            raise VolumeError(target, "output must end in .tif, .tiff, .zarr or .ome.zarr")
+        return [(volume_id(source), source, target)]
     from napari_vesuvius.core.dataset import ChallengeDataset, is_dataset_folder
 
     if is_dataset_folder(source):
@@ -137,7 +142,9 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
         inputs = [(i, p) for i, p in inputs if p.exists()]
     else:
         inputs = sorted(
-            (p.stem, p) for p in source.iterdir() if p.suffix.lower() in TIFF_SUFFIXES or is_zarr_path(p)
+            (volume_id(p), p)
+            for p in source.iterdir()
+            if p.suffix.lower() in TIFF_SUFFIXES or is_zarr_path(p)
         )
     if not inputs:
         raise VolumeError(source, f"no volumes found (looked for {args.split} images / .tif / .zarr)")
