@@ -1,11 +1,12 @@
-"""npe2 reader: .tif/.tiff files, zarr arrays, OME-Zarr pyramids and challenge dataset folders as lazy
-(dask) napari layers.
+"""npe2 reader: .tif/.tiff files, folders of 2D TIFF slices, zarr arrays, OME-Zarr pyramids (local or
+at a URL) and challenge dataset folders as lazy (dask) napari layers, placed at their physical scale.
 
 What it claims (napari convention: say nothing about other paths): :func:`napari_get_reader` returns a
 reader only for an existing ``.tif``/``.tiff`` file, a zarr folder holding a 3D volume (array, OME-Zarr
-group, or a group of one array; see :func:`~napari_vesuvius.core.volume.io.is_volume_zarr`) or a challenge
-dataset folder (``train_images/`` or ``test_images/``), and None for anything else (``.png``, ``.csv``,
-unrelated folders, missing paths). A dataset folder opens its first volume (image, and labels for a
+group, or a group of one array; see :func:`~napari_vesuvius.core.volume.io.is_volume_zarr`), a folder of
+2D TIFF slices, a challenge dataset folder (``train_images/`` or ``test_images/``) or a URL whose name ends
+in ``.zarr``, and None for anything else (``.png``, ``.csv``, unrelated folders, missing paths). Every
+layer gets the volume's ``scale`` / ``translate`` / ``units`` (:class:`~napari_vesuvius.core.volume.spatial.Spatial`). A dataset folder opens its first volume (image, and labels for a
 training id); the Data step browses the others.
 
 Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label_volume`):
