@@ -6,8 +6,9 @@ reader only for an existing ``.tif``/``.tiff`` file, a zarr folder holding a 3D 
 group, or a group of one array; see :func:`~napari_vesuvius.core.volume.io.is_volume_zarr`), a folder of
 2D TIFF slices, a challenge dataset folder (``train_images/`` or ``test_images/``) or a URL whose name ends
 in ``.zarr``, and None for anything else (``.png``, ``.csv``, unrelated folders, missing paths). Every
-layer gets the volume's ``scale`` / ``translate`` / ``units`` (:class:`~napari_vesuvius.core.volume.spatial.Spatial`). A dataset folder opens its first volume (image, and labels for a
-training id); the Data step browses the others.
+layer gets the volume's ``scale`` / ``translate`` / ``units``
+(:class:`~napari_vesuvius.core.volume.spatial.Spatial`). A dataset folder opens its first volume (image,
+and labels for a training id); the Data step browses the others.
 
 Which volumes open as Labels (see :func:`napari_vesuvius.core.volume.io.is_label_volume`):
 

@@ -9,10 +9,10 @@ output in :mod:`.store`, its progress record in :mod:`.record`; the dask worker 
 
 Public API (everything in ``__all__``): the job and its two halves above, used by the ``predict`` CLI
 (``--distributed`` or a URL, see :func:`is_url`) and the Inference widget's scroll mode; and from
-:mod:`.record` and :mod:`.source` what readers of a scroll output need: :func:`output_progress` (done / total blocks of an
-output, for ``info`` and the napari reader), :func:`require_complete` with :data:`RESUME_HINT` (refuse
-to read an unfinished output as if it were whole), :func:`open_array` and :func:`join` (open a level of
-a local or fsspec store).
+:mod:`.record` and :mod:`.source` what readers of a scroll output need: :func:`output_progress` (done /
+total blocks of an output, for ``info`` and the napari reader), :func:`require_complete` with
+:data:`RESUME_HINT` (refuse to read an unfinished output as if it were whole), :func:`open_array` and
+:func:`join` (open a level of a local or fsspec store).
 """
 
 from .record import RESUME_HINT, output_progress, require_complete
