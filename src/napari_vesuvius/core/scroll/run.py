@@ -39,7 +39,7 @@ from napari_vesuvius.core.volume.base import DEFAULT_ZARR_FORMAT
 from . import store
 from .fingerprint import as_json, make_fingerprint
 from .record import Record
-from .source import InputInfo, input_spatial, normalize_location, open_input
+from .source import InputInfo, normalize_location, open_input
 
 DEFAULT_CHUNK = 128
 #: seconds between saves of the progress record (and always at the end, on cancel and on errors)
@@ -150,7 +150,7 @@ def prepare_scroll(
         fingerprint,
         input_location=info.location,
         overwrite=overwrite,
-        spatial=input_spatial(info.location, info.remote),
+        spatial=info.spatial,
     )
     run_settings = {**window.to_dict(), "block_size": block, "chunk_size": int(chunk_size)}
     run_settings["models"] = describe_members(members)

@@ -9,8 +9,9 @@ is read through :mod:`..volume.remote`'s retrying, caching store, by the client 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference.blocks import Index3, Region
-from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, require_3d
+from napari_vesuvius.core.volume.base import TIFF_SUFFIXES, VolumeWarning, require_3d
 from napari_vesuvius.core.volume.remote import RemoteOptions
 from napari_vesuvius.core.volume.remote import is_url as remote_url
-from napari_vesuvius.core.volume.spatial import Spatial
+from napari_vesuvius.core.volume.spatial import SPATIAL_ATTR, Spatial
 
 from .record import require_complete
 
@@ -110,24 +111,6 @@ def may_hold_data(array: Any, fs: Any, root: str, region: Region) -> bool:
 
 
 # -------------------------------------------------------------------------------------------- input
-def input_spatial(location: str, remote: RemoteOptions | None = None) -> Spatial:
-    """The physical placement of a zarr / OME-Zarr input's full resolution (its NGFF transformations or
-    plain-zarr attributes, as every reader interprets them: :func:`.io.volume_from_zarr_node`); a URL
-    is read through the retrying store (``remote``: its options)."""
-    import zarr
-
-    from napari_vesuvius.core.volume.io import volume_from_zarr_node
-    from napari_vesuvius.core.volume.remote import open_remote_store
-
-    try:
-        node = zarr.open(
-            store=open_remote_store(location, remote) if remote_url(location) else location, mode="r"
-        )
-    except Exception as error:
-        raise VolumeError(location, f"not a readable zarr array or OME-Zarr group ({error})") from error
-    return volume_from_zarr_node(node, location).spatial
-
-
 @dataclass(frozen=True)
 class InputInfo:
     """Where the full-resolution input array lives and what it holds."""
@@ -141,6 +124,9 @@ class InputInfo:
     remote: RemoteOptions | None = None
     #: stored axes dropped on read: the singleton t / c of a 5D OME-Zarr (see ngff.read_ngff_image)
     squeeze: tuple[int, ...] = ()
+    #: the physical placement of the full resolution (NGFF transformations or plain-zarr attributes, as
+    #: every reader interprets them), carried into the output
+    spatial: Spatial = field(default_factory=Spatial)
 
     @property
     def array_location(self) -> str:
@@ -185,7 +171,8 @@ def open_input(location: str | Path, remote: RemoteOptions | None = None) -> tup
     retrying, caching store of :mod:`.volume.remote` (``remote``: its options)."""
     import zarr
 
-    from napari_vesuvius.core.volume.io import ngff_multiscales
+    from napari_vesuvius.core.volume.io import ngff_multiscales, plain_zarr_spatial
+    from napari_vesuvius.core.volume.ngff import open_image
     from napari_vesuvius.core.volume.remote import open_remote_store
 
     where = normalize_location(location)
@@ -200,23 +187,23 @@ def open_input(location: str | Path, remote: RemoteOptions | None = None) -> tup
     except Exception as error:
         raise VolumeError(where, f"not a readable zarr array or OME-Zarr group ({error})") from error
     require_complete(node.attrs, where)  # the output of an interrupted run is no input
-    path, squeeze = "", ()
-    if not isinstance(node, zarr.Array):
-        multiscales = ngff_multiscales(dict(node.attrs))
-        if multiscales:
-            from napari_vesuvius.core.volume.ngff import ngff_level_arrays, read_ngff_image
-
-            levels = ngff_level_arrays(node, dict(node.attrs), where)
-            shapes = {key: tuple(array.shape) for key, array in levels.items()}
-            image = read_ngff_image(dict(node.attrs), shapes, where)  # refuses channels / time points
-            path, squeeze = image.paths[0], image.squeeze
-        else:
-            arrays = list(node.array_keys())
-            if len(arrays) != 1:
-                raise VolumeError(where, f"zarr group is not OME-Zarr and holds {len(arrays)} arrays")
-            path = arrays[0]
-        node = open_input_array(join(where, path), remote) if is_url(where) else open_array(join(where, path))
-    array = squeezed(node, squeeze)
+    path, squeeze, array = "", (), node
+    if isinstance(node, zarr.Array):
+        spatial = plain_zarr_spatial(node.attrs, where)[0]
+    elif ngff_multiscales(dict(node.attrs)):
+        image, arrays = open_image(node, where)  # refuses channels / time points
+        path, squeeze, spatial = image.paths[0], image.squeeze, image.spatials[0]
+        array = arrays[path]
+        if image.squeeze_note is not None:
+            warnings.warn(VolumeWarning(f"{where}: {image.squeeze_note}"), stacklevel=2)
+    else:
+        names = list(node.array_keys())
+        if len(names) != 1:
+            raise VolumeError(where, f"zarr group is not OME-Zarr and holds {len(names)} arrays")
+        path = names[0]
+        array = node[path]
+        spatial = plain_zarr_spatial(array.attrs if SPATIAL_ATTR in array.attrs else node.attrs, where)[0]
+    array = squeezed(array, squeeze)
     require_3d(array.shape, Path(where))
     shape = tuple(int(n) for n in array.shape)
     chunks = tuple(int(n) for n in array.chunks)
@@ -228,5 +215,6 @@ def open_input(location: str | Path, remote: RemoteOptions | None = None) -> tup
         (chunks[0], chunks[1], chunks[2]),
         remote if is_url(where) else None,
         tuple(squeeze),
+        spatial,
     )
     return info, array

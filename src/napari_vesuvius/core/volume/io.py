@@ -40,12 +40,7 @@ from napari_vesuvius.core.volume.base import (
     require_3d,
     slab_chunks,
 )
-from napari_vesuvius.core.volume.ngff import (
-    SqueezedSource,
-    multiscales_list,
-    ngff_level_arrays,
-    read_ngff_image,
-)
+from napari_vesuvius.core.volume.ngff import SqueezedSource, multiscales_list, open_image
 from napari_vesuvius.core.volume.spatial import SPATIAL_ATTR, Spatial
 from napari_vesuvius.core.volume.tiff import open_tiff_source
 from napari_vesuvius.core.volume.write import (
@@ -233,23 +228,23 @@ def volume_from_zarr_node(node: Any, path: Path | str, *, allow_incomplete: bool
         require_complete(node.attrs, path)
     if isinstance(node, zarr.Array):
         require_3d(node.shape, path)
-        spatial, notes = _plain_spatial(node.attrs, path)
+        spatial, notes = plain_zarr_spatial(node.attrs, path)
         return LazyVolume(path, [_as_dask(node, path, node.chunks)], "zarr", spatial=spatial, notes=notes)
     attrs = dict(node.attrs)
     if ngff_multiscales(attrs):
-        return _open_ome_zarr(node, attrs, path)
+        return _open_ome_zarr(node, path)
     arrays = list(node.array_keys())
     if len(arrays) == 1 and not list(node.group_keys()):
         array = node[arrays[0]]
         require_3d(array.shape, path)
-        spatial, notes = _plain_spatial(array.attrs if SPATIAL_ATTR in array.attrs else attrs, path)
+        spatial, notes = plain_zarr_spatial(array.attrs if SPATIAL_ATTR in array.attrs else attrs, path)
         return LazyVolume(path, [_as_dask(array, path, array.chunks)], "zarr", spatial=spatial, notes=notes)
     raise VolumeError(
         path, f"zarr group is not OME-Zarr and holds {len(arrays)} arrays; expected exactly one"
     )
 
 
-def _plain_spatial(attrs: Any, path: Path | str) -> tuple[Spatial, list[str]]:
+def plain_zarr_spatial(attrs: Any, path: Path | str) -> tuple[Spatial, list[str]]:
     """A plain zarr's placement from its ``SPATIAL_ATTR`` attribute; malformed -> warning and default."""
     record = attrs.get(SPATIAL_ATTR)
     if record is None:
@@ -264,10 +259,9 @@ def _plain_spatial(attrs: Any, path: Path | str) -> tuple[Spatial, list[str]]:
         return Spatial(), [note]
 
 
-def _open_ome_zarr(node: Any, attrs: dict[str, Any], path: Path | str) -> LazyVolume:
+def _open_ome_zarr(node: Any, path: Path | str) -> LazyVolume:
     """An OME-Zarr image group as a (z, y, x) pyramid with each level's placement (:mod:`.ngff`)."""
-    arrays = ngff_level_arrays(node, attrs, path)
-    image = read_ngff_image(attrs, {key: array.shape for key, array in arrays.items()}, path)
+    image, arrays = open_image(node, path)
     levels = []
     for key in image.paths:
         array = arrays[key]
@@ -276,13 +270,9 @@ def _open_ome_zarr(node: Any, attrs: dict[str, Any], path: Path | str) -> LazyVo
         require_3d(source.shape, where)  # type: ignore[arg-type]
         levels.append(_as_dask(source, where, source.chunks))
     notes = list(image.notes)
-    if image.squeeze:
-        note = (
-            f"squeezed the singleton axes {', '.join(image.squeezed_names)} of the OME-Zarr axes "
-            f"({', '.join(image.axis_names)}): read as a (z, y, x) volume"
-        )
-        warnings.warn(VolumeWarning(f"{path}: {note}"), stacklevel=4)
-        notes.insert(0, note)
+    if image.squeeze_note is not None:
+        warnings.warn(VolumeWarning(f"{path}: {image.squeeze_note}"), stacklevel=4)
+        notes.insert(0, image.squeeze_note)
     return LazyVolume(
         path, levels, "ome-zarr", spatial=image.spatials[0], level_spatials=list(image.spatials), notes=notes
     )
@@ -307,8 +297,7 @@ def is_volume_zarr(path: str | Path) -> bool:
             return len(node.shape) == 3
         attrs = dict(node.attrs)
         if ngff_multiscales(attrs):
-            arrays = ngff_level_arrays(node, attrs, path)
-            read_ngff_image(attrs, {key: array.shape for key, array in arrays.items()}, path)
+            open_image(node, path)  # refuses channels / time points
             return True
         arrays = list(node.array_keys())
         return len(arrays) == 1 and not list(node.group_keys()) and len(node[arrays[0]].shape) == 3

@@ -52,6 +52,16 @@ class NgffImage:
     def squeezed_names(self) -> tuple[str, ...]:
         return tuple(self.axis_names[i] for i in self.squeeze)
 
+    @property
+    def squeeze_note(self) -> str | None:
+        """What a reader says when it squeezes axes (warning and volume note), else None."""
+        if not self.squeeze:
+            return None
+        return (
+            f"squeezed the singleton axes {', '.join(self.squeezed_names)} of the OME-Zarr axes "
+            f"({', '.join(self.axis_names)}): read as a (z, y, x) volume"
+        )
+
 
 def multiscales_list(attrs: Mapping[str, Any]) -> list[Any] | None:
     """The ``multiscales`` list of group attributes (0.4 top level or 0.5 under ``ome``), else None."""
@@ -268,6 +278,17 @@ def ngff_level_arrays(node: Any, attrs: Mapping[str, Any], path: Path | str) -> 
     return arrays
 
 
+def open_image(node: Any, path: Path | str) -> tuple[NgffImage, dict[str, Any]]:
+    """An opened OME-Zarr image group: what its metadata says and its level arrays by path.
+
+    The one reading of an image group (the lazy reader, the reader's cheap claim test, block-wise
+    inputs); VolumeError naming ``path`` for missing levels, channels / time points, no 3 space axes.
+    """
+    attrs = dict(node.attrs)
+    arrays = ngff_level_arrays(node, attrs, path)
+    return read_ngff_image(attrs, {key: array.shape for key, array in arrays.items()}, path), arrays
+
+
 # ---------------------------------------------------------------------------------------------- write
 def _models(zarr_format: int) -> tuple[Any, Any, Any]:
     """The ome-zarr-models modules (multiscales, axes, image) of the NGFF version of a zarr format.
@@ -360,6 +381,7 @@ __all__ = [
     "multiscales_attrs",
     "multiscales_list",
     "ngff_level_arrays",
+    "open_image",
     "read_ngff_image",
     "validate_ome_zarr",
     "validate_ome_zarr_group",
