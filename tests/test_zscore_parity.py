@@ -8,7 +8,6 @@ import pytest
 
 from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.inference import zscore
-from napari_vesuvius.core.inference._nnunet_plans import MaskedZScoreNormalization
 from napari_vesuvius.core.inference.model_api import Normalization
 
 pytest.importorskip("nnunetv2")
@@ -45,6 +44,10 @@ def _nnunet(volume: np.ndarray, use_mask: bool) -> tuple[float, float, np.ndarra
     return mean, std, normalised, mask
 
 
+#: nnU-Net's ZScoreNormalization with use_mask_for_norm, as the plugin stores it
+MASKED = Normalization(kind="zscore", input_range=None, use_mask=True)
+
+
 def _crop(volume: np.ndarray) -> np.ndarray:
     return volume[tuple(slice(a, b) for a, b in crop_to_nonzero(volume[None])[2])]
 
@@ -69,7 +72,7 @@ def test_masked_statistics_use_the_hole_filled_mask_like_nnunet(lazy: bool, dtyp
     crop = _crop(volume)
     assert np.any(mask & (crop == 0))  # the fixture has enclosed zeros, which nnU-Net counts
     source = da.from_array(volume, chunks=(5, 16, 9)) if lazy else volume
-    fitted = MaskedZScoreNormalization().fit(source)
+    fitted = MASKED.fit(source)
     assert fitted.mean == pytest.approx(mean, rel=1e-6) and fitted.std == pytest.approx(std, rel=1e-6)
     out = fitted.apply(crop)
     scanned = crop != 0  # tiles cannot see enclosure: exact zeros stay 0 (documented difference)
@@ -90,7 +93,7 @@ def test_edge_cases_match_nnunet() -> None:
     assert zscore.nonzero_box(empty) == (slice(0, 4), slice(0, 5), slice(0, 6))  # nnU-Net keeps it whole
     fitted = Normalization(kind="zscore").fit(empty)
     assert fitted.mean == 0.0 and fitted.std == zscore.STD_EPSILON
-    assert MaskedZScoreNormalization().fit(empty).std == 1.0  # no scanned voxel: identity scale
+    assert MASKED.fit(empty).std == 1.0  # no scanned voxel: identity scale
     constant = np.full((3, 4, 5), 7, np.uint8)
     fitted = Normalization(kind="zscore").fit(constant)
     assert fitted.mean == 7.0 and fitted.std == zscore.STD_EPSILON
@@ -103,6 +106,6 @@ def test_edge_cases_match_nnunet() -> None:
 def test_non_finite_voxels_inside_the_box_are_refused() -> None:
     volume = _scanned_cylinder().astype(np.float32)
     volume[5, 22, 20] = np.nan
-    for normalization in (Normalization(kind="zscore"), MaskedZScoreNormalization()):
+    for normalization in (Normalization(kind="zscore"), MASKED):
         with pytest.raises(VolumeError, match="NaN or infinite"):
             normalization.fit(da.from_array(volume, chunks=10))

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.cli._intensity_check import add_intensity_check_argument, references, warn_intensity
 from napari_vesuvius.cli._volume_options import (
     add_output_format_options,
     add_remote_options,
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_remote_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_intensity_check_argument(parser)
     scroll = parser.add_argument_group("full scrolls (block-wise on a dask cluster, resumable)")
     scroll.add_argument(
         "--distributed",
@@ -182,6 +184,7 @@ def _predict_one(args: argparse.Namespace, models: Any, source: Path, target: Pa
     settings = settings_from_args(args)
     progress = None if args.quiet else ConsoleProgress(label)
     try:
+        warn_intensity(args, models, volume, str(source))
         if target.suffix.lower() == ".zarr":
             from napari_vesuvius.core.inference.outputs import create_prediction_output
 
@@ -228,6 +231,9 @@ def _predict_scroll(args: argparse.Namespace, folds: tuple[int | str, ...] | Non
 
         refuse_inputs(args.output, [None if is_url(args.input) else args.input, *args.model])
     specs = model_specs(args.model, args.weights, folds, args.checkpoint)
+    if getattr(args, "intensity_check", True):
+        remote = remote_options_from_args(args)
+        warn_intensity(args, references(args.model), args.input, str(args.input), remote=remote)
     ome = args.ome_zarr or args.output.rstrip("/").lower().endswith(".ome.zarr")
     job = predict_scroll(
         args.input, args.output, specs, settings_from_args(args, output_dtype="uint8"),

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_vesuvius.cli._intensity_check import add_intensity_check_argument, references, warn_intensity
 from napari_vesuvius.core.inference.settings import add_settings_arguments, settings_from_args
 
 
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out zip")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_intensity_check_argument(parser)
     parser.set_defaults(func=run_submit)
 
     export = subparsers.add_parser(
@@ -135,6 +137,7 @@ def run_submit(args: argparse.Namespace) -> int:
     paths, weights = [path for path, _ in args.models], [weight for _, weight in args.models]
     specs = model_specs(paths, weights, parse_folds(args.folds), args.checkpoint)
     config = PostprocessConfig.load(args.postprocess) if args.postprocess is not None else None
+    _check_intensities(args, paths)
     job = iter_submit(args.data, specs, args.out, config, settings)
     summary = run_job(job, None if args.quiet else ConsoleProgress("submit"))
     _print_summary(summary)
@@ -144,6 +147,21 @@ def run_submit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _check_intensities(args: argparse.Namespace, paths: list[Path]) -> None:
+    """Warn (stderr) about test volumes clearly outside the models' training intensities."""
+    if not args.intensity_check:
+        return
+    from napari_vesuvius.core.export.targets import submission_targets
+
+    try:
+        targets = submission_targets(args.data)
+    except Exception:  # iter_submit reports a bad data folder with its own message
+        return
+    refs = references(paths)
+    for target in targets:
+        warn_intensity(args, refs, target.image, str(target.image))
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ _FIELDS = {
     "loader_threads": "loader_threads",
     "threads": "torch_threads",
     "max_minutes": "max_minutes",
+    "normalization": "normalization",
 }
 
 
@@ -109,6 +110,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-choose-postprocess",
         action="store_true",
         help="do not choose the checkpoints' clean-up (T_low, closing) on the validation volumes at the end",
+    )
+    p.add_argument(
+        "--normalization",
+        choices=("auto", "scale", "zscore"),
+        help="intensity normalisation, stored in the checkpoints (default auto: zscore): zscore = each "
+        "volume's own mean/std over its scanned region (robust to another scroll's brightness); scale = "
+        "fixed (x - 127.5) / 127.5 on the uint8 range; with --init the model's own is kept",
     )
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--loader-threads", type=int, help="batch prefetch threads (default 1)")

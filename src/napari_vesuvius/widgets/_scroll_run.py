@@ -7,7 +7,8 @@ soon as it exists and refreshed as blocks finish; it records the models that mad
 (``_layers.MODELS``). Opening the output and, on cancel, shutting the cluster down happen in the job on
 the worker thread (the job's ``finally``); the GUI callbacks only update the layer and the log. Cancel
 stops submitting and leaves the output resumable: running again with the same settings finishes only
-the missing blocks.
+the missing blocks. Before the first block, the job compares a sample of the image with the models'
+training intensities; the dock shows a ⚠ warning when it looks different (``_inference_ood.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from napari_vesuvius.core.progress import Progress
-from napari_vesuvius.widgets._layers import MODELS, placement, probability_style
+from napari_vesuvius.widgets._inference_ood import checked
+from napari_vesuvius.widgets._layers import MODELS, layer_array, placement, probability_style
 from napari_vesuvius.widgets._preferences import zarr_format
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ def start_block_run(
     workers = int(widget.workers.value) or None
     state: dict[str, Any] = {"layer": None, "refreshed": 0.0}
     output_format = zarr_format()  # the zarr_format preference (read on the GUI thread)
+    volume = layer_array(image_layer)  # lazy (zarr-backed): the check reads a sample of it in the job
 
     def job() -> Generator[Progress, None, Any]:
         from napari_vesuvius.core.scroll import iter_run_scroll, prepare_scroll
@@ -69,6 +72,8 @@ def start_block_run(
         plan = prepare_scroll(source, target, specs, settings, ome=True, zarr_format=output_format)
         location, count = plan.output.location, len(plan.layout.levels)
         state["output"] = (location, open_levels(location, count))  # opened here, not on the GUI thread
+        yield Progress(0, 1, "checking the image's intensities against the model(s)")
+        state["intensity"] = checked(plan.members, volume, image_layer.name)  # informs, never stops
         return (yield from iter_run_scroll(plan, scheduler=scheduler, workers=workers))
 
     def layer() -> Any:
@@ -89,6 +94,7 @@ def start_block_run(
         return state["layer"]
 
     def progress(report: Progress) -> None:
+        widget.show_intensity(state.pop("intensity", None), image_layer)
         now = time.perf_counter()
         current = layer()
         if current is not None and now - state["refreshed"] > REFRESH_INTERVAL_S:
@@ -96,6 +102,7 @@ def start_block_run(
             current.refresh()
 
     def done(result: Any) -> None:
+        widget.show_intensity(state.pop("intensity", None), image_layer)
         widget.last_result = result
         current = layer()
         if current is not None:

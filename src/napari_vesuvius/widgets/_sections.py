@@ -3,6 +3,8 @@
 * :class:`Section`: a titled group of controls that collapses to one header line (advanced options start
   collapsed; a step's primary controls sit outside any collapsed section).
 * :func:`status_label`: a message line that wraps instead of widening its dock.
+* :func:`warning_label` / :func:`show_warning_text`: a status line for a warning that informs but does not
+  stop the step (amber bar and ⚠ in the napari theme's warning colour), hidden while there is none.
 * :func:`primary_button`: the one button that runs a step, styled so the eye finds it.
 * :func:`compact`: tight margins for a container nested in a dock.
 
@@ -95,6 +97,60 @@ def status_label(value: str = "", name: str | None = None) -> Label:
     label.native.setSizePolicy(policy)
     label.native.setTextInteractionFlags(label.native.textInteractionFlags() | _selectable())
     return label
+
+
+def warning_label(name: str | None = None) -> Label:
+    """A hidden :func:`status_label` that :func:`show_warning_text` fills and shows."""
+    from qtpy.QtCore import Qt
+
+    label = status_label(name=name)
+    label.native.setTextFormat(Qt.TextFormat.RichText)
+    label.native.setOpenExternalLinks(False)
+    label.visible = False
+    return label
+
+
+def show_warning_text(label: Label, items: Sequence[Sequence[str]], theme: str | None = None) -> None:
+    """Show warnings in ``label``: each item is a bold headline after a ⚠, then its paragraphs; none hides it.
+
+    Colours come from the napari ``theme`` (its ``warning`` colour for the bar and the sign, the
+    theme's text colour for the words, so they read on dark and light themes alike); ```code``` spans
+    (command lines) are set in a fixed-width font.
+    """
+    if not items:
+        label.value = ""
+        label.visible = False
+        return
+    colour = _warning_colour(theme)
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    label.native.setStyleSheet(
+        f"QLabel {{ border-left: 3px solid {colour}; background-color: rgba({red}, {green}, {blue}, 38);"
+        " padding: 3px 4px 3px 6px; }"
+    )
+    label.value = '<div style="margin-top: 6px;"></div>'.join(
+        f'<span style="color: {colour};">⚠</span> <b>{_html(headline)}</b>'
+        + "".join(f'<div style="margin-top: 3px;">{_html(text)}</div>' for text in paragraphs if text)
+        for headline, *paragraphs in items
+    )
+    label.visible = True
+
+
+def _html(text: str) -> str:
+    """``text`` escaped for a rich-text label, with ```code``` spans in a fixed-width font."""
+    import re
+    from html import escape
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text, quote=False))
+
+
+def _warning_colour(theme: str | None) -> str:
+    """The napari theme's warning colour as ``#rrggbb`` (napari's amber when the theme has none)."""
+    try:
+        from napari.utils.theme import get_theme
+
+        return get_theme(theme or "dark").warning.as_hex()[:7]
+    except Exception:  # an unknown or broken theme must not break the dock
+        return "#e3b617"
 
 
 def _selectable() -> Any:

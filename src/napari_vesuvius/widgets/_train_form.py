@@ -42,7 +42,7 @@ FOLDER, LAYERS = "dataset folder", "open layers"
 SETTING_NAMES = [
     "data_source", "data_folder", "model_preset", "init", "patch_z", "patch_y", "patch_x", "epochs",
     "iterations_per_epoch", "batch_size", "optimizer", "lr", "device", "val_fraction", "score_every",
-    "threads", "max_minutes", "augment", "run_dir",
+    "threads", "max_minutes", "augment", "normalization", "run_dir",
 ]  # fmt: skip
 #: where new run folders go when the *runs folder* preference is empty
 DEFAULT_RUNS_FOLDER = Path("~/napari-vesuvius-runs")
@@ -116,6 +116,15 @@ class TrainForm(Container):
             tooltip="random mirrors, 90° turns, small rotations and scaling, brightness, contrast, gamma, "
             "noise and blur of the CT (off: the patches as they are)",
         )  # fmt: skip
+        from napari_vesuvius.core.training.config import NORMALIZATIONS  # torch-free (connect reads it too)
+
+        self.normalization = ComboBox(
+            label="intensity normalisation", choices=list(NORMALIZATIONS), value="auto",
+            tooltip="how CT intensities are normalised (stored in the checkpoint, applied alike at "
+            "inference): zscore = each volume's mean/std over its scanned region, robust to another "
+            "scroll's brightness; scale = fixed (x - 127.5) / 127.5 on the uint8 range; auto = zscore "
+            "(with 'start from': the model's own)",
+        )  # fmt: skip
         self.run_dir = FileEdit(
             label="run folder",
             mode="d",
@@ -136,7 +145,7 @@ class TrainForm(Container):
             [
                 self.iterations_per_epoch, self.total_label, self.patch, self.batch_size, self.optimizer,
                 self.lr, self.device, self.val_fraction, self.score_every, self.threads, self.max_minutes,
-                self.init_folder,
+                self.normalization, self.init_folder,
             ],
         )  # fmt: skip
         self.augment_section = Section("Augmentation", [self.augment], labels=False)
@@ -281,6 +290,7 @@ class TrainForm(Container):
             optimizer=self.optimizer.value, lr=lr, score_every=int(self.score_every.value),
             torch_threads=int(self.threads.value), max_minutes=float(self.max_minutes.value),
             augment=AugmentConfig() if self.augment.value else AugmentConfig.none(),
+            normalization=self.normalization.value,
         )  # fmt: skip
 
 

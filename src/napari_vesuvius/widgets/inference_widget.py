@@ -8,6 +8,8 @@ probability layer is added from the first progress report, then refreshed every 
 the engine writes finished slabs and a preview of the row of tiles in progress. Cancel stops within
 one batch and the layer is renamed ``(partial)`` so an incomplete result is never taken for a finished
 one. The layer records the models that made it (``_layers.MODELS``), so Retrain fine-tunes those.
+Before predicting, the job compares a sample of the image with each model's training intensities and the
+dock shows a ⚠ warning (and a notification) when it looks different; the run goes on (``_inference_ood.py``).
 *Blocks on a dask cluster* runs a zarr-backed image block by block into a resumable OME-Zarr (see
 ``_scroll_run.py``), shown as a multiscale layer while it fills.
 """
@@ -25,6 +27,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, 
 from napari_vesuvius.core.progress import Progress, relay
 from napari_vesuvius.core.volume.spatial import Spatial
 from napari_vesuvius.widgets._background import TaskRunner
+from napari_vesuvius.widgets._inference_ood import IntensityWarning, checked
+from napari_vesuvius.widgets._inference_output import REPLACE_HINT, make_output, stored_clean_up
 from napari_vesuvius.widgets._layers import (
     MODEL_POSTPROCESS,
     MODELS,
@@ -94,6 +98,10 @@ class InferenceWidget(Container):
         self.log.native.setReadOnly(True)
         self.log.native.setMinimumHeight(60)
         self.task = TaskRunner(name="inference_task")
+        self.intensity = IntensityWarning(
+            lambda: getattr(self.viewer, "theme", None),
+            lambda message: any(message in shown for shown in self.task.warnings),
+        )
         self.form = compact(
             Container(
                 widgets=[
@@ -114,8 +122,9 @@ class InferenceWidget(Container):
         self.log_section = Section("Log", [self.log], labels=False)
         super().__init__(
             widgets=[
-                self.form, self.run_button, self.task, self.message, self.ensemble_section,
-                self.window_section, self.output_section, self.cluster_section, self.log_section,
+                self.form, self.run_button, self.task, self.message, self.intensity.label,
+                self.ensemble_section, self.window_section, self.output_section, self.cluster_section,
+                self.log_section,
             ],
             labels=False,
         )  # fmt: skip
@@ -130,10 +139,15 @@ class InferenceWidget(Container):
         self.models.add_button.changed.connect(self.add_member)
         self.models.clear_button.changed.connect(self._show_ensemble_size)
         self.run_button.changed.connect(self.run)
+        for choice in (self.image, self.model, self.models.model_folder, self.models.clear_button):
+            choice.changed.connect(self.intensity.clear)  # the warning was about another image or model
         self.reset_choices()
 
     def primary_controls(self) -> list[Any]:
-        """What a run needs: image, model (nnU-Net folds, checkpoint), Run, progress and the message."""
+        """What a run needs: image, model (nnU-Net folds, checkpoint), Run, progress and the message.
+
+        The intensity warning sits right under the message, outside the sections, but is hidden while
+        there is nothing to warn about, so it is not listed."""
         return [self.image, self.model, self.folds, self.checkpoint, self.run_button, self.task, self.message]
 
     # -- choices & models ------------------------------------------------------------------------
@@ -216,13 +230,13 @@ class InferenceWidget(Container):
         self.layer = None
 
         def job() -> Generator[Progress, None, Any]:
-            output, pending = _make_output(
+            output, pending = make_output(
                 target, tuple(volume.shape), window.output_dtype, inputs, replace, spatial
             )
             state["output"] = output
             try:
                 yield Progress(0, 1, "loading the model(s)")  # the GUI adds the layer now
-                state["clean_up"] = _stored_clean_up(specs)
+                state["clean_up"] = stored_clean_up(specs)
                 from napari_vesuvius.core.inference.engine import predict_volume
                 from napari_vesuvius.core.inference.models import load_models
 
@@ -230,6 +244,9 @@ class InferenceWidget(Container):
                 for index, spec in enumerate(specs):
                     yield Progress(0, 1, f"loading model {index + 1}/{len(specs)}: {spec.path.name}")
                     members += load_models([spec])
+                yield Progress(0, 1, "checking the image's intensities against the model(s)")
+                state["intensity"] = checked(members, volume, image_layer.name)  # informs, never stops
+                yield Progress(1, 1, "intensity checked")  # a finished step: always passed on to the GUI
                 result = yield from predict_volume(
                     volume, members, window, output=output, source=source, preview_s=PREVIEW_INTERVAL_S
                 )
@@ -253,7 +270,11 @@ class InferenceWidget(Container):
                 current.metadata[MODEL_POSTPROCESS] = state["clean_up"]
             return current
 
+        def intensity() -> None:
+            self.show_intensity(state.pop("intensity", None), image_layer)
+
         def progress(report: Progress) -> None:
+            intensity()
             now = time.perf_counter()
             current = layer()
             if current is not None and now - self._last_refresh > REFRESH_INTERVAL_S:
@@ -265,6 +286,7 @@ class InferenceWidget(Container):
                 current.data = state.pop("partial")  # the partial store was removed in the job
 
         def done(result: Any) -> None:
+            intensity()
             self.last_result = result
             current = layer()
             if current is None:  # pragma: no cover - the job reports before returning
@@ -283,6 +305,7 @@ class InferenceWidget(Container):
             )
 
         def cancelled() -> None:
+            intensity()
             current = layer()
             if current is not None:
                 keep_partial(current)
@@ -294,6 +317,7 @@ class InferenceWidget(Container):
                 self._log(f"{image_layer.name}: cancelled before the output was made")
 
         def failed(error: BaseException) -> None:
+            intensity()
             current = layer()
             if current is not None:
                 keep_partial(current)
@@ -312,6 +336,14 @@ class InferenceWidget(Container):
         )
         started.append(worker)
         return worker
+
+    def show_intensity(self, found: Any, image_layer: Any) -> None:
+        """A run's intensity check outcome, once it is in (GUI thread): None = not yet, a str = it failed
+        (logged), else the findings (``[]``: quiet, clears the line) about ``image_layer``."""
+        if isinstance(found, str):
+            self._log(found)
+        elif found is not None and self.image.value is image_layer:  # else: about another image
+            self.intensity.show(found)
 
     def _probability_layer(
         self, name: str, output: Any, image_layer: Any, models: list[dict[str, Any]]
@@ -367,49 +399,3 @@ def _coalesced(job: Generator[Progress, None, Any], stopping: Any) -> Generator[
         return report
 
     return relay(job, due)
-
-
-#: how to allow replacing an existing zarr output (in the refusal's message)
-REPLACE_HINT = "tick 'replace an existing output' (Zarr output section) to replace it"
-
-
-def _make_output(
-    target: str, shape: tuple[int, ...], dtype: str, inputs: list[Any], replace: bool, spatial: Any = None
-) -> tuple[Any, Any]:
-    """The array to predict into and its pending zarr output (None: in memory); runs in the job.
-
-    A zarr path is checked and created by core (``create_prediction_output``): never a file a layer
-    was opened from or a model, an existing store only when *replace* is ticked; the run fills a
-    partial store next to it that replaces the target only when the run finishes. The store is in the
-    zarr format of the ``zarr_format`` preference (``.ome.zarr``: OME-Zarr with a pyramid) and carries
-    ``spatial``, the image layer's placement.
-    """
-    if not target:
-        return np.zeros(shape, dtype=np.dtype(dtype)), None
-    from napari_vesuvius.core.inference.outputs import create_prediction_output
-    from napari_vesuvius.widgets._preferences import zarr_format
-
-    pending = create_prediction_output(
-        target, shape, np.dtype(dtype), inputs=inputs, overwrite=replace,
-        hint=REPLACE_HINT,
-        chunks=tuple(min(128, n) for n in shape),
-        zarr_format=zarr_format(),
-        spatial=spatial,
-    )  # fmt: skip
-    return pending.array, pending
-
-
-def _stored_clean_up(specs: list[Any]) -> dict[str, Any] | None:
-    """The clean-up all the models chose in training (``PostprocessConfig.to_dict()``), or None.
-
-    Read from the checkpoint files without building networks (imports torch: runs in the job), so the
-    probability layer carries it and the Tune / Proofread docks can begin from it.
-    """
-    from napari_vesuvius.core.errors import VesuviusError
-    from napari_vesuvius.core.postprocess.choice import checkpoint_choice, common_config
-
-    try:
-        config = common_config([checkpoint_choice(spec.path) for spec in specs])
-    except VesuviusError:  # the job reports a bad model with its own message
-        return None
-    return None if config is None else config.to_dict()

@@ -8,14 +8,13 @@ intensity normalisation) into plain values, refusing what the engine cannot repr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_vesuvius.core.errors import CheckpointError, VesuviusError
-from napari_vesuvius.core.inference.model_api import Normalization, require_finite_statistics
+from napari_vesuvius.core.inference.model_api import Normalization
 
 
 class NnUNetPlansError(CheckpointError):
@@ -24,34 +23,6 @@ class NnUNetPlansError(CheckpointError):
 
 class OptionalDependencyError(VesuviusError, ImportError):
     """An optional dependency needed for the requested feature is not installed."""
-
-
-@dataclass(frozen=True)
-class MaskedZScoreNormalization(Normalization):
-    """nnU-Net's ``ZScoreNormalization`` with ``use_mask_for_norm``: statistics inside the scan.
-
-    :meth:`fit` takes them over nnU-Net's mask, the hole-filled non-zero region (see
-    :mod:`.zscore`). :meth:`apply` works on tiles, which cannot see whether a zero voxel is enclosed,
-    so every voxel that is exactly 0 stays 0 (nnU-Net keeps the outside at 0 and also normalises
-    enclosed zeros).
-    """
-
-    kind: str = "zscore"  # type: ignore[assignment]
-
-    def fit(self, volume: Any) -> MaskedZScoreNormalization:
-        """Return a copy with the mean/std of the volume's (hole-filled) non-zero region."""
-        from .zscore import zscore_statistics
-
-        mean, std = zscore_statistics(volume, use_mask=True)
-        require_finite_statistics(volume, mean, std)
-        return replace(self, mean=mean, std=std)
-
-    def apply(self, tile: np.ndarray) -> np.ndarray:
-        """Normalise the non-zero voxels of a tile; zeros stay zero."""
-        raw = np.asarray(tile)
-        out = super().apply(raw)
-        out[raw == 0] = 0.0
-        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,8 +215,8 @@ def normalization_from_plans(
             raise NnUNetPlansError(
                 plans_path, f"foreground_intensity_properties_per_channel['0']: {error}"
             ) from None
-    if scheme == "ZScoreNormalization":
-        return MaskedZScoreNormalization() if use_mask else Normalization(kind="zscore", mean=0.0, std=1.0)
+    if scheme == "ZScoreNormalization":  # use_mask_for_norm: statistics inside the scanned region
+        return Normalization(kind="zscore", mean=0.0, std=1.0, input_range=None, use_mask=use_mask)
     if scheme == "NoNormalization":
         return Normalization(kind="scale", mean=0.0, std=1.0, input_range=None)  # raw values, any dtype
     if scheme == "RGBTo01Normalization":
@@ -255,3 +226,21 @@ def normalization_from_plans(
         f"normalization scheme {scheme!r} is not supported (supported: CTNormalization, "
         "ZScoreNormalization, NoNormalization, RGBTo01Normalization)",
     )
+
+
+def training_intensity_from_plans(plans: dict[str, Any]) -> dict[str, Any]:
+    """``{"training_intensity": ...}``: the plans' channel-0 foreground intensity properties (labelled
+    voxels of the training data) for the out-of-distribution check (:mod:`.ood`), or ``{}`` when the
+    plans lack them or they are ill-formed (the check is then skipped; loading does not fail)."""
+    from .ood import NNUNET_SOURCE, IntensityProfile
+
+    key = "foreground_intensity_properties_per_channel"
+    props_all = plans.get(key, plans.get("foreground_intensity_properties_by_modality"))
+    props = props_all.get("0") if isinstance(props_all, dict) else None
+    if not isinstance(props, dict):
+        return {}
+    try:
+        profile = IntensityProfile.from_dict({**props, "source": NNUNET_SOURCE})
+    except ValueError:
+        return {}
+    return {"training_intensity": profile.to_dict()}

@@ -26,7 +26,7 @@ import datetime as _dt
 import pickle
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ def save_nnunet_checkpoint(
     if not isinstance(info.get("architecture"), Mapping) or "num_classes" not in info:
         raise ValueError("nnunet description needs 'architecture' (from the plans) and 'num_classes'")
     info.setdefault("in_channels", 1)
-    info["masked_normalization"] = type(normalization).__name__ == "MaskedZScoreNormalization"
+    info["masked_normalization"] = bool(normalization.use_mask)  # also read by versions before use_mask
     _check_plain(info, "nnunet")
     meta = dict(metadata or {})
     meta.setdefault("saved_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -266,10 +266,11 @@ def _nnunet_info(path: Path, payload: dict[str, Any]) -> CheckpointInfo:
     ):
         stored = {**stored, "input_range": None}
     normalization = checks.normalization(path, stored)
-    if nnunet.get("masked_normalization"):
-        from ._nnunet_plans import MaskedZScoreNormalization
-
-        normalization = MaskedZScoreNormalization(**normalization.to_dict())
+    if nnunet.get("masked_normalization") and not normalization.use_mask:  # saved before use_mask existed
+        try:
+            normalization = replace(normalization, use_mask=True)
+        except ValueError as error:
+            raise CheckpointError(path, f"field 'normalization': {error}") from None
     return CheckpointInfo(
         path=path,
         config=None,

@@ -1,7 +1,10 @@
 """The intensity rule: which voxel values a model expects, and what happens to volumes of other dtypes.
 
-Built-in models normalise with fixed numbers (``Normalization(kind="scale")``, ``(x - 127.5) / 127.5``),
-so they only work on the intensity scale they were trained on. Their checkpoints record that scale as
+Every checkpoint records the normalisation its model was trained with (``TrainConfig.normalization``);
+the built-in training default is a per-volume z-score over the scanned region (``kind="zscore"``,
+``use_mask``), which takes every volume as it is (see the last paragraphs). Built-in models trained with
+``scale`` normalise with fixed numbers (``(x - 127.5) / 127.5``), so they only work on the intensity
+scale they were trained on. Their checkpoints record that scale as
 ``normalization.input_range = [low, high]``: the range of the training data's dtype, ``[0, 255]`` for
 models trained on the challenge's uint8 CT (checkpoints saved before the record existed read as
 ``[0, 255]``). At inference a volume is brought onto that range by one linear map chosen by its
@@ -21,7 +24,8 @@ into the normalisation's mean and std (``(a·x + b - mean) / std = (x - (mean - 
 it costs nothing per voxel.
 
 Models whose statistics come from the image itself (nnU-Net ``ZScoreNormalization``, built-in models
-trained with z-score on non-uint8 data) or from their training data in its own units (nnU-Net
+trained with ``zscore``: one mean/std per volume, fitted on the whole volume before the first tile by
+every path, block-wise runs included) or from their training data in its own units (nnU-Net
 ``CTNormalization``, ``NoNormalization``) take every volume as it is: ``input_range`` is ``None``,
 nothing is converted or announced. nnU-Net's ``RGBTo01Normalization`` expects 0–255: ``[0, 255]``.
 

@@ -20,7 +20,7 @@ NormalizationKind = Literal["scale", "zscore", "ct"]
 NORMALIZATION_KINDS: tuple[str, ...] = ("scale", "zscore", "ct")
 #: intensity range of the built-in models' training data (uint8 CT); see :mod:`.intensity`
 UINT8_RANGE: tuple[float, float] = (0.0, 255.0)
-_FIELDS = ("kind", "mean", "std", "lower", "upper", "input_range")
+_FIELDS = ("kind", "mean", "std", "lower", "upper", "input_range", "use_mask")
 
 
 def _finite(value: Any, name: str) -> float:
@@ -37,7 +37,10 @@ class Normalization:
 
     * ``scale``: ``(x - mean) / std`` with fixed numbers (built-in models: uint8 CT → roughly [-1, 1]).
     * ``zscore``: nnU-Net's ``ZScoreNormalization``: the image's own mean/std. Call :meth:`fit` on the
-      whole volume first, so every tile is normalised with the same statistics.
+      whole volume first, so every tile is normalised with the same statistics. ``use_mask`` (nnU-Net's
+      ``use_mask_for_norm``): the statistics are those of the scanned region only (the hole-filled
+      non-zero mask), so the air outside the scan and how much of it a volume holds never change them,
+      and voxels that are exactly 0 stay 0 (see :meth:`apply`).
     * ``ct``: nnU-Net's ``CTNormalization``: clip to ``[lower, upper]`` then ``(x - mean) / std`` with
       the dataset statistics stored in the plans.
 
@@ -54,11 +57,17 @@ class Normalization:
     lower: float | None = None
     upper: float | None = None
     input_range: tuple[float, float] | None = UINT8_RANGE
+    use_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in NORMALIZATION_KINDS:
             known = ", ".join(NORMALIZATION_KINDS)
             raise ValueError(f"unknown normalization kind {self.kind!r} (known: {known})")
+        if not isinstance(self.use_mask, bool | np.bool_):
+            raise ValueError(f"normalization use_mask must be true or false, got {self.use_mask!r}")
+        object.__setattr__(self, "use_mask", bool(self.use_mask))
+        if self.use_mask and self.kind != "zscore":
+            raise ValueError(f"normalization use_mask applies to kind 'zscore' only, not {self.kind!r}")
         mean, std = _finite(self.mean, "mean"), _finite(self.std, "std")
         if std <= 0:
             raise ValueError(f"normalization std must be positive, got {self.std!r}")
@@ -89,7 +98,9 @@ class Normalization:
         """Return a copy with per-image statistics filled in (``zscore`` only; others are fixed).
 
         The statistics are nnU-Net's: over the bounding box of the non-zero voxels, so air around
-        the scanned region does not count (see :mod:`.zscore`); NumPy or dask input, bounded memory.
+        the scanned region does not count, or with ``use_mask`` over the hole-filled non-zero mask
+        (see :mod:`.zscore`); NumPy or dask input, bounded memory. Every inference path and the
+        training sampler call this one method, so they all take the same statistics.
         A volume holding NaN or infinite values has no statistics: VolumeError (naming the file when
         the volume was opened by ``core.volume``).
         """
@@ -97,16 +108,25 @@ class Normalization:
             return self
         from .zscore import zscore_statistics
 
-        mean, std = zscore_statistics(volume)
+        mean, std = zscore_statistics(volume, use_mask=self.use_mask)
         require_finite_statistics(volume, mean, std)
         return replace(self, mean=mean, std=std)
 
     def apply(self, tile: np.ndarray) -> np.ndarray:
-        """Normalise a tile (any shape) to float32."""
-        out = np.asarray(tile, dtype=np.float32)
+        """Normalise a tile (any shape) to float32.
+
+        With ``use_mask`` every voxel that is exactly 0 stays 0, as nnU-Net leaves the outside of its
+        mask: a tile cannot see whether a zero is enclosed by the scan (nnU-Net normalises enclosed
+        zeros too), so all zeros are treated alike, in training and at inference.
+        """
+        raw = np.asarray(tile)
+        out = np.asarray(raw, dtype=np.float32)
         if self.kind == "ct" and self.lower is not None and self.upper is not None:
             out = np.clip(out, self.lower, self.upper)
-        return (out - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
+        out = (out - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
+        if self.use_mask:
+            out[raw == 0] = 0.0
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         data = {key: getattr(self, key) for key in _FIELDS}
@@ -116,7 +136,8 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
         """Inverse of :meth:`to_dict`; unknown fields are refused, a missing ``input_range`` of a
-        ``scale`` normalisation (checkpoints saved before it was recorded) reads as uint8 0–255."""
+        ``scale`` normalisation (checkpoints saved before it was recorded) reads as uint8 0–255, a
+        missing ``use_mask`` as false."""
         if not isinstance(data, Mapping):
             raise ValueError(f"normalization must be a dict, got {type(data).__name__}")
         unknown = sorted(str(key) for key in data if key not in _FIELDS)

@@ -29,7 +29,6 @@ import numpy as np
 from napari_vesuvius.core.errors import CheckpointError, warn_user
 from napari_vesuvius.core.inference import _checkpoint_checks as checks
 from napari_vesuvius.core.inference._nnunet_plans import (
-    MaskedZScoreNormalization,
     NnUNetPlansError,
     OptionalDependencyError,
     check_configuration,
@@ -42,6 +41,7 @@ from napari_vesuvius.core.inference._nnunet_plans import (
     read_json,
     resolve_configuration,
     skipped_folds,
+    training_intensity_from_plans,
 )
 from napari_vesuvius.core.inference.model_api import InferenceModel
 from napari_vesuvius.core.inference.nnunet_classes import network_class, resolve_arch_kwargs
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "MaskedZScoreNormalization",
     "NnUNetPlansError",
     "OptionalDependencyError",
     "build_network",
@@ -274,5 +273,6 @@ def load_nnunet_model(
             "allowed_mirroring_axes": allowed_axes,
             "transpose_forward": forward,
             "network_class_name": config["architecture"].get("network_class_name"),
+            **training_intensity_from_plans(plans),
         },
     )

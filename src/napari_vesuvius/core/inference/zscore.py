@@ -5,7 +5,9 @@ nnU-Net preprocesses an image by ``crop_to_nonzero`` (crop to the bounding box o
 ``ZScoreNormalization``: the mean/std of the whole cropped image, or with ``use_mask_for_norm`` of
 the voxels inside the hole-filled non-zero mask (so zeros enclosed by the scan count, the air
 around it does not), with ``std`` floored at 1e-8. Statistics over the whole volume instead would
-mix in the air outside the scanned region, which dominates a full scroll.
+mix in the air outside the scanned region, which dominates a full scroll. The masked variant is
+also the built-in training default (``Normalization(kind="zscore", use_mask=True)``): a volume's
+statistics then do not depend on how much air around the scan it holds.
 
 Inputs may be NumPy or dask arrays of any size: one pass finds the bounding box (per-axis
 "any non-zero" projections), a second accumulates count / mean / sum of squared deviations per

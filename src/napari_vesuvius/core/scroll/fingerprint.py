@@ -2,10 +2,11 @@
 
 The fingerprint is plain JSON stored with the output: every model's weights hash (SHA-256 over its
 networks' state dicts, so a moved or re-saved checkpoint with the same weights still matches), patch,
-normalisation, classes and ensemble weight; the sliding-window settings that change values (step,
-Gaussian, TTA, device and precision as requested, air skipping); the input (location, shape, dtype);
-and the output layout (chunks, block size, pyramid, zarr format). The batch size is left out: it only
-changes which tiles share a forward pass.
+normalisation (kind, fixed numbers, z-score over the scanned region or not), classes and ensemble
+weight; the sliding-window settings that change values (step, Gaussian, TTA, device and precision as
+requested, air skipping); the input (location, shape, dtype); and the output layout (chunks, block
+size, pyramid, zarr format). The batch size is left out: it only changes which tiles share a forward
+pass.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ def weights_sha256(model: InferenceModel) -> str:
 
 
 def normalization_config(normalization: Normalization) -> dict[str, Any]:
-    """The normalisation as configured (class and fields); z-score statistics are fitted per input."""
+    """The normalisation as configured (class and fields); z-score statistics are fitted per input.
+
+    ``use_mask`` (z-score statistics over the scanned region only) is part of it, so resuming with a
+    model normalised differently is refused; it is written only when set, so outputs started before
+    it existed (all unmasked) still resume.
+    """
     data = {"class": type(normalization).__name__, **normalization.to_dict()}
+    if not data.get("use_mask"):
+        data.pop("use_mask", None)
     if normalization.kind == "zscore":
         data.pop("mean", None)
         data.pop("std", None)

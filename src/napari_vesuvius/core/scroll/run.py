@@ -159,11 +159,15 @@ def prepare_scroll(
 
 # ------------------------------------------------------------------------------------ normalisation
 def _fit_normalizations(plan: ScrollPlan) -> list[Normalization]:
-    """Each model's normalisation fitted on the whole input (z-score: one streaming pass, stored)."""
+    """Each model's normalisation fitted on the whole input (z-score: one streaming pass, stored).
+
+    A resumed run reuses the stored statistics (every block of an output is normalised alike) when
+    they were fitted the same way (kind, ``use_mask``); the fingerprint refuses a different model first.
+    """
     import dask.array as da
 
     stored = plan.record.normalizations
-    if stored is not None:
+    if stored is not None and _same_fits(stored, [m.model.normalization for m in plan.members]):
         return [
             _normalization_from(d, m.model.normalization) for d, m in zip(stored, plan.members, strict=True)
         ]
@@ -181,6 +185,15 @@ def _fit_normalizations(plan: ScrollPlan) -> list[Normalization]:
         fitted.append(normalization)
     plan.record.normalizations = [as_json(n.to_dict()) for n in fitted]
     return fitted
+
+
+def _same_fits(stored: list[dict[str, Any]], configured: Sequence[Normalization]) -> bool:
+    """Whether stored fits were taken as ``configured`` would take them (records before ``use_mask``:
+    unmasked)."""
+    return len(stored) == len(configured) and all(
+        isinstance(d, dict) and d.get("kind") == n.kind and bool(d.get("use_mask", False)) == n.use_mask
+        for d, n in zip(stored, configured, strict=True)
+    )
 
 
 def _normalization_from(data: dict[str, Any], configured: Normalization) -> Normalization:

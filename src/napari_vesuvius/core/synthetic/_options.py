@@ -9,8 +9,11 @@ from dataclasses import dataclass, fields
 class FragmentOptions:
     """Options for :func:`make_fragment`; every range is ``(low, high)`` sampled uniformly per fragment.
 
-    Lengths are in voxels. Defaults give, at 320³: surface ≈ 3–8 % of voxels, ignore ≈ 50–60 %,
-    sheet thickness 3–8 (mean ≈ 5.5–6), a few near-touching sheet pairs and tears.
+    Lengths are in voxels, grey levels are uint8 units. Defaults give, at 320³: surface ≈ 3–8 % of
+    voxels, ignore ≈ 50–60 %, sheet thickness 3–8 (mean ≈ 5.5–6), a few near-touching sheet pairs and
+    tears. Every option added for domain randomisation (``packing`` onwards, :mod:`.domain`) defaults to
+    today's behaviour and draws no extra random number unless it departs from its default, so
+    ``make_fragment(shape, seed)`` stays bit-identical.
     """
 
     #: Output axis the sheets are stacked along (0 = z, 1 = y, 2 = x); None picks one (z 20 %, y/x 40 % each).
@@ -41,6 +44,26 @@ class FragmentOptions:
     noise_range: tuple[float, float] = (40.0, 60.0)
     #: Range of the Gaussian point-spread-function sigma (voxels).
     psf_range: tuple[float, float] = (0.8, 1.1)
+    #: "wide": ``gap_range`` is the typical gap (>= 4) and close/merged pairs are made separately;
+    #: "tight": every gap is tight (``gap_range`` within 0–8, floored at 1 voxel by the 26-separation)
+    #: and each pair touches over about ``touch_fraction`` of its columns (packed scroll regions).
+    packing: str = "wide"
+    #: Tight packing only: mean fraction of a neighbouring pair's columns where the two sheets touch.
+    touch_fraction: float = 0.02
+    #: Range of the air (gap) grey level and of the papyrus-minus-air contrast (grey levels, before noise).
+    air_range: tuple[float, float] = (25.0, 45.0)
+    contrast_range: tuple[float, float] = (110.0, 145.0)
+    #: Per-axis (z, y, x) factors on the drawn PSF sigma: anisotropic blur (reconstruction, slice spacing).
+    psf_axis_factors: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: Std of white (uncorrelated, detector-like) noise added after the blur (grey levels); 0 = none.
+    white_noise_std: float = 0.0
+    #: Global intensity transform after rendering, ``scale * ct + offset`` (scan energy, windowing), then
+    #: clipped to 1..255 inside the scan; outside the scan stays exactly 0.
+    intensity_scale: float = 1.0
+    intensity_offset: float = 0.0
+    #: Fraction of the depth along ``stack_axis`` beyond the scroll's outermost sheet (air inside the scan,
+    #: bounded by a sheet surface); 0 = sheets everywhere.
+    outer_air: float = 0.0
 
     @classmethod
     def from_kwargs(cls, **options: object) -> FragmentOptions:
@@ -60,18 +83,36 @@ class FragmentOptions:
         lo, hi = self.thickness_range
         if not 1 <= lo <= hi:
             raise ValueError(f"thickness_range must satisfy 1 <= low <= high, got {self.thickness_range}")
-        for name in ("mean_thickness_range", "gap_range", "hole_fraction_range", "noise_range", "psf_range"):
+        ranges = ("mean_thickness_range", "gap_range", "hole_fraction_range", "noise_range", "psf_range")
+        for name in (*ranges, "air_range", "contrast_range"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name} must satisfy 0 <= low <= high, got {(low, high)}")
-        for name in ("close_pair_probability", "merge_probability", "hole_probability"):
+        for name in ("close_pair_probability", "merge_probability", "hole_probability", "touch_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
         if self.ignore_fraction is not None and not 0.0 <= self.ignore_fraction < 1.0:
             raise ValueError(f"ignore_fraction must be within [0, 1), got {self.ignore_fraction}")
         if self.scan_radius is not None and self.scan_radius <= 0:
             raise ValueError(f"scan_radius must be positive, got {self.scan_radius}")
-        if self.gap_range[0] < 4:
+        if self.packing not in ("wide", "tight"):
+            raise ValueError(f"packing must be 'wide' or 'tight', got {self.packing!r}")
+        if self.packing == "wide" and self.gap_range[0] < 4:
             raise ValueError(
                 f"gap_range low must be >= 4 voxels (close pairs are made separately), got {self.gap_range}"
+                "; use packing='tight' for tightly packed sheets"
             )
+        if self.packing == "tight" and self.gap_range[1] > 8:
+            raise ValueError(
+                f"with packing='tight' gap_range must lie within 0–8 voxels, got {self.gap_range}"
+            )
+        if len(self.psf_axis_factors) != 3 or min(self.psf_axis_factors) <= 0:
+            raise ValueError(
+                f"psf_axis_factors must be 3 positive numbers (z, y, x), got {self.psf_axis_factors}"
+            )
+        if self.white_noise_std < 0:
+            raise ValueError(f"white_noise_std must be >= 0, got {self.white_noise_std}")
+        if not 0.0 <= self.outer_air < 1.0:
+            raise ValueError(f"outer_air must be within [0, 1), got {self.outer_air}")
+        if self.intensity_scale <= 0:
+            raise ValueError(f"intensity_scale must be positive, got {self.intensity_scale}")

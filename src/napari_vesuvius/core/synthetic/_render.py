@@ -14,8 +14,9 @@ def scan_disc(
 ) -> tuple[np.ndarray, dict]:
     """The scanned region's cross-section: a disc in (y, x), the cylinder axis along z.
 
-    Returns the boolean (Y, X) disc and its centre/radius. The radius is at least half the smaller
-    side, so the field-of-view edge only cuts the corners (and one side when the centre is off).
+    Returns the boolean (Y, X) disc and its centre/radius. By default the radius is at least half the
+    smaller side, so the field-of-view edge only cuts the corners (and one side when the centre is off);
+    a smaller ``scan_radius`` (down to ~0.5) leaves a large share of the volume outside the scan.
     """
     _, h, w = shape
     half = min(h, w) / 2
@@ -69,13 +70,14 @@ def render_ct(
 
     Adds grey levels, beam-hardening cupping, ring artefacts, correlated noise, PSF blur, field of view.
 
-    Air/gaps ≈ 25–45, papyrus ≈ 140–190 before noise; the noise is added before the PSF blur so it
-    is spatially correlated like reconstructed CT noise. Outside the scan disc the value is exactly 0,
-    inside it is at least 1 (``ct > 0`` is the scanned region).
+    By default air/gaps ≈ 25–45, papyrus ≈ 140–190 before noise (``air_range``, ``contrast_range``);
+    the noise is added before the PSF blur so it is spatially correlated like reconstructed CT noise,
+    optional white noise after it. Outside the scan disc the value is exactly 0, inside it is at least
+    1 (``ct > 0`` is the scanned region), also after the optional global scale/offset.
     """
     z, h, w = density.shape
-    air = rng.uniform(25.0, 45.0)
-    contrast = rng.uniform(110.0, 145.0)
+    air = rng.uniform(*opts.air_range)
+    contrast = rng.uniform(*opts.contrast_range)
     cy, cx = scan["centre_yx"]
     r = np.hypot(np.arange(h, dtype=np.float32)[:, None] - cy, np.arange(w, dtype=np.float32)[None, :] - cx)
     r_rel = r / scan["radius"]
@@ -96,19 +98,37 @@ def render_ct(
     density *= np.float32(contrast)
     image += density
     sigma = rng.uniform(*opts.psf_range)
-    image = ndimage.gaussian_filter(image, sigma, truncate=2.5)
-    # Low-frequency terms pass the blur unchanged: add them after it; +0.5 makes the uint8 cast round.
-    image += shading[None] + np.float32(air + 0.5)
-    image += drift[:, :, None]
-    np.clip(image, 1.0, 255.0, out=image)
-    ct = image.astype(np.uint8)
-    ct[:, ~disc] = 0
-    return ct, {
+    factors = tuple(float(f) for f in opts.psf_axis_factors)
+    sigmas = sigma if factors == (1.0, 1.0, 1.0) else tuple(sigma * f for f in factors)
+    image = ndimage.gaussian_filter(image, sigmas, truncate=2.5)
+    imaging = {
         "air_level": float(air),
         "papyrus_contrast": float(contrast),
         "noise_std": float(noise_std),
         "psf_sigma": float(sigma),
     }
+    if opts.white_noise_std > 0:
+        # A jumped copy of the stream: the main stream (ignore mask, ...) stays as without white noise.
+        white = np.random.Generator(rng.bit_generator.jumped()).random(density.shape, dtype=np.float32)
+        white -= np.float32(0.5)
+        white *= np.float32(opts.white_noise_std * np.sqrt(12.0))
+        image += white
+        del white
+        imaging["white_noise_std"] = float(opts.white_noise_std)
+    if factors != (1.0, 1.0, 1.0):
+        imaging["psf_sigma_zyx"] = [sigma * f for f in factors]
+    # Low-frequency terms pass the blur unchanged: add them after it; +0.5 makes the uint8 cast round.
+    image += shading[None] + np.float32(air + 0.5)
+    image += drift[:, :, None]
+    scale, offset = float(opts.intensity_scale), float(opts.intensity_offset)
+    if (scale, offset) != (1.0, 0.0):
+        image *= np.float32(scale)
+        image += np.float32(offset + 0.5 * (1.0 - scale))  # keeps the +0.5 rounding term unscaled
+        imaging["intensity_scale"], imaging["intensity_offset"] = scale, offset
+    np.clip(image, 1.0, 255.0, out=image)
+    ct = image.astype(np.uint8)
+    ct[:, ~disc] = 0
+    return ct, imaging
 
 
 def ignore_mask(

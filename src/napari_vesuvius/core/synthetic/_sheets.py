@@ -6,7 +6,8 @@ below it), its thickness a smooth field rounded to whole voxels. Working per col
 2D until one cumulative sum along ``d`` rasterises all sheets at once.
 
 Neighbouring sheets are kept 26-disconnected (every voxel of the upper sheet lies at least two steps
-above the lower sheet's top in the 3×3 neighbouring columns) except in deliberate merge spots.
+above the lower sheet's top in the 3×3 neighbouring columns) except in deliberate merge spots. With
+``packing="tight"`` every gap is small (1–4 voxels typically) and every pair touches in a few spots.
 """
 
 from __future__ import annotations
@@ -80,6 +81,21 @@ def _gap_field(
     return np.maximum(gap, 0.0 if kind == "merge" else 1.0).astype(np.float32), touching
 
 
+def _tight_gap_field(
+    rng: np.random.Generator, shape2d: tuple[int, int], typical_gap: float, touch_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tight packing: a small gap everywhere (±~35 % around ``typical_gap``) and a few contact spots.
+
+    The pair touches where its gap is smallest, over a random ``0–2 × touch_fraction`` of the columns
+    (smooth blobs, since the gap field is smooth); there the gap is set to 0 so the sheets meet.
+    """
+    noise = smooth_noise_2d(rng, shape2d, rng.uniform(30.0, 70.0))
+    gap = typical_gap * rng.uniform(0.7, 1.3) * np.exp(0.3 * noise)
+    share = rng.uniform(0.0, 2.0 * touch_fraction)
+    touching = noise <= np.quantile(noise, share) if share > 0 else np.zeros(shape2d, bool)
+    return np.where(touching, 0.0, gap).astype(np.float32), touching
+
+
 def _tear(rng: np.random.Generator, shape2d: tuple[int, int], centre: tuple[int, int]) -> np.ndarray:
     """One irregular tear around column ``centre``, elongated along the recto fibres (axis ``b``)."""
     h, w = shape2d
@@ -110,15 +126,22 @@ def _place_sheets(
     hi_prev = np.floor(top).astype(np.int32)
     sheets: list[_Sheet] = []
     close_done = merge_done = False
+    tight = opts.packing == "tight"
     while True:
-        if sheets:
-            want_close = rng.random() < opts.close_pair_probability
-            kind = "close" if want_close else "far"
-            if want_close and not merge_done and rng.random() < opts.merge_probability:
-                kind = "merge"
+        if tight:
+            kind = "tight"
+            gap, touching = _tight_gap_field(rng, shape2d, typical_gap, opts.touch_fraction)
+            if not sheets:
+                touching = np.zeros(shape2d, bool)
         else:
-            kind = "far"
-        gap, touching = _gap_field(rng, shape2d, typical_gap, kind)
+            if sheets:
+                want_close = rng.random() < opts.close_pair_probability
+                kind = "close" if want_close else "far"
+                if want_close and not merge_done and rng.random() < opts.merge_probability:
+                    kind = "merge"
+            else:
+                kind = "far"
+            gap, touching = _gap_field(rng, shape2d, typical_gap, kind)
         mean_t = rng.uniform(*opts.mean_thickness_range)
         thick = np.clip(mean_t + 0.9 * smooth_noise_2d(rng, shape2d, rng.uniform(25.0, 50.0)), t_lo, t_hi)
         n_vox = np.clip(np.rint(thick), t_lo, t_hi).astype(np.int32)
@@ -128,9 +151,8 @@ def _place_sheets(
         shift = np.maximum(need - lo, 0)
         lo = lo + shift
         hi = lo + n_vox - 1
-        sheet = _Sheet(
-            lo=lo, hi=hi, present=np.ones(shape2d, bool), close=kind != "far", merged=kind == "merge"
-        )
+        merged = kind == "merge" or bool(touching.any())
+        sheet = _Sheet(lo=lo, hi=hi, present=np.ones(shape2d, bool), close=kind != "far", merged=merged)
         if int(lo.min()) >= depth:
             break
         if int(hi.max()) >= 0:
@@ -140,7 +162,7 @@ def _place_sheets(
             merge_done |= sheet.merged
         top = top + gap + thick + shift
         hi_prev = hi
-    if sheets and not close_done:
+    if sheets and not close_done and not tight:
         sheets = _force_close_pair(rng, sheets, depth, shape2d, opts)
     return sheets
 
@@ -215,6 +237,10 @@ def build_sheets(rng: np.random.Generator, shape: tuple[int, int, int], opts: Fr
     depth, h, w = shape
     shape2d = (h, w)
     sheets = _place_sheets(rng, depth, shape2d, opts)
+    if opts.outer_air > 0 and sheets:
+        # The scroll's outermost wrap: beyond it (high end of d) only air, bounded by a sheet surface.
+        limit = depth * (1.0 - opts.outer_air)
+        sheets = [s for s in sheets if float(np.median(s.lo + s.hi)) / 2 < limit] or sheets[:1]
     if sheets:
         _add_tears(rng, sheets, depth, shape2d, opts)
     dtype = np.uint8 if len(sheets) < 255 else np.uint16

@@ -65,6 +65,7 @@ class Trainer:
         with open_volume(train_sources[0].image) as first:
             dtype = first.dtype
         self.model = build_training_model(config, dtype)
+        self.intensity_profile = _intensity_profile(train_sources, self.notes)
         self.model.check_patch_size(config.patch_size)
         self.memory_format = memory_format(self.device)
         self.network = self.model.network.to(self.device, memory_format=self.memory_format)
@@ -314,6 +315,8 @@ class Trainer:
             "iterations_per_epoch": self.cfg.iterations_per_epoch,
             "run_config": self.cfg.to_dict(),
         }
+        if self.intensity_profile is not None:  # what check_intensity compares new volumes with
+            meta["training_intensity"] = self.intensity_profile
         if record is not None:
             for key in ("pseudo_dice", "ema_pseudo_dice", "score", "val_loss", "train_loss"):
                 value = record.get(key)
@@ -375,6 +378,17 @@ class Trainer:
         limit = self.time_limit_s
         left = "" if limit is None else f" ({max(limit - self.elapsed(), 0.0) / 60:.1f} min left)"
         return f"epoch {epoch}/{self.cfg.epochs} it {in_epoch}/{ipe} loss {loss:.4f}{left}"
+
+
+def _intensity_profile(sources: Sequence[VolumeSource], notes: list[str]) -> dict[str, Any] | None:
+    """The training volumes' intensity profile (a few blocks of each, see inference.ood), as plain data."""
+    from ..inference.ood import training_profile
+
+    try:
+        return training_profile([s.image for s in sources]).to_dict()
+    except ValueError as error:  # no scanned voxels in the sampled blocks: nothing to compare with later
+        notes.append(f"no training intensity profile recorded ({error})")
+        return None
 
 
 def _plain_random_state(state: tuple) -> list:

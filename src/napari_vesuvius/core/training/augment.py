@@ -7,8 +7,12 @@ loss. Small rotations and scalings are sampled as one 3×3 matrix and applied by
 the patch is filled with real data instead of padding. Mirroring and 90° rotations in the yx plane are
 exact. Axis permutations involving z are off by default: in scroll volumes the sheets wrap around the
 scroll axis (z) and the reconstruction has its own per-slice character, so z is not interchangeable
-with y/x. Intensity augmentations (nnU-Net's set: noise, blur, brightness, contrast, gamma) act on
-the normalised image only.
+with y/x. Intensity augmentations act on the normalised image only: nnU-Net v2's default set and order
+(noise, blur, brightness, contrast, simulated low resolution, inverted gamma, gamma) with wider ranges
+and an additive shift; :class:`.config.AugmentConfig` lists each one against nnU-Net's. They are
+reimplemented here rather than taken from batchgeneratorsv2 so that every draw comes from the
+sampler's ``numpy.random.Generator`` (a batch stays a pure function of its seed, in any thread);
+``benchmarks/bench_augment.py`` compares the speed, the tests the outputs.
 """
 
 from __future__ import annotations
@@ -103,34 +107,115 @@ def mirror_rotate(
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
+def sample_around_one(rng: np.random.Generator, value_range: Sequence[float]) -> float:
+    """A factor drawn as nnU-Net's ``BGContrast``: half the time in ``[low, 1]``, else in ``[1, high]``.
+
+    Uniform over an asymmetric range such as gamma's 0.7-1.5 would favour factors above 1; this keeps
+    darkening and brightening equally likely. A range entirely on one side of 1 is drawn uniformly.
+    """
+    low, high = float(value_range[0]), float(value_range[1])
+    if low >= 1.0 or high <= 1.0:
+        return float(rng.uniform(low, high))
+    if rng.random() < 0.5:
+        return float(rng.uniform(low, 1.0))
+    return float(rng.uniform(1.0, high))
+
+
 def augment_intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Noise, blur, brightness, shift, contrast and gamma on a normalised float32 patch (nnU-Net order)."""
+    """nnU-Net's intensity augmentations, in its order, on a normalised float32 patch.
+
+    Noise, blur (a sigma per axis), brightness (×), shift (+, ours), contrast, simulated low
+    resolution, inverted gamma, gamma. Each is drawn with its own probability from ``rng``.
+    """
     out = np.asarray(image, dtype=np.float32)
     if cfg.p_noise > 0 and rng.random() < cfg.p_noise:
         std = math.sqrt(float(rng.uniform(*cfg.noise_variance)))
-        out = out + rng.normal(0.0, std, out.shape).astype(np.float32)
+        noise = rng.standard_normal(out.shape, dtype=np.float32)
+        noise *= np.float32(std)
+        noise += out
+        out = noise
     if cfg.p_blur > 0 and rng.random() < cfg.p_blur:
-        out = ndimage.gaussian_filter(out, float(rng.uniform(*cfg.blur_sigma)), mode="nearest")
+        sigmas = [float(rng.uniform(*cfg.blur_sigma)) for _ in range(out.ndim)]
+        out = ndimage.gaussian_filter(out, sigmas, mode="mirror")
     if cfg.p_brightness > 0 and rng.random() < cfg.p_brightness:
-        out = out * np.float32(rng.uniform(*cfg.brightness_range))
+        out = out * np.float32(sample_around_one(rng, cfg.brightness_range))
     if cfg.p_shift > 0 and rng.random() < cfg.p_shift:
         out = out + np.float32(rng.uniform(-cfg.shift_range, cfg.shift_range))
     if cfg.p_contrast > 0 and rng.random() < cfg.p_contrast:
-        low, high, mean = out.min(), out.max(), out.mean()
-        out = np.clip((out - mean) * np.float32(rng.uniform(*cfg.contrast_range)) + mean, low, high)
+        out = contrast(out, sample_around_one(rng, cfg.contrast_range))
+    if cfg.p_low_resolution > 0 and rng.random() < cfg.p_low_resolution:
+        out = simulate_low_resolution(out, float(rng.uniform(*cfg.low_resolution_zoom)))
+    if cfg.p_invert_gamma > 0 and rng.random() < cfg.p_invert_gamma:
+        out = -gamma(-out, sample_around_one(rng, cfg.gamma_range))
     if cfg.p_gamma > 0 and rng.random() < cfg.p_gamma:
-        out = _gamma(out, float(rng.uniform(*cfg.gamma_range)))
+        out = gamma(out, sample_around_one(rng, cfg.gamma_range))
     return out.astype(np.float32, copy=False)
 
 
-def _gamma(image: np.ndarray, gamma: float) -> np.ndarray:
-    """Gamma on the patch's own [min, max] range, keeping its mean and standard deviation."""
+def contrast(image: np.ndarray, factor: float) -> np.ndarray:
+    """Scale deviations from the patch mean by ``factor``, clipped to the patch's range (nnU-Net)."""
+    low, high, mean = image.min(), image.max(), image.mean(dtype=np.float64)
+    return np.clip((image - np.float32(mean)) * np.float32(factor) + np.float32(mean), low, high)
+
+
+def gamma(image: np.ndarray, exponent: float) -> np.ndarray:
+    """Gamma on the patch's own [min, max] range, keeping its mean and standard deviation (nnU-Net).
+
+    ``-gamma(-image, g)`` is nnU-Net's inverted gamma: the curve bends the other way, so bright
+    structure is compressed where plain gamma compresses dark structure.
+    """
     low, high = float(image.min()), float(image.max())
     if high - low < 1e-6:
         return image
-    mean, std = float(image.mean()), float(image.std())
-    out = ((image - low) / (high - low)) ** gamma * (high - low) + low
-    new_std = float(out.std())
-    if new_std > 1e-8:
-        out = (out - out.mean()) / new_std * std + mean
-    return out.astype(np.float32)
+    mean, std = float(image.mean(dtype=np.float64)), float(image.std(dtype=np.float64))
+    out = image - np.float32(low)  # a new array: the steps below work in place on it
+    out *= np.float32(1.0 / (high - low))
+    np.power(out, np.float32(exponent), out=out)
+    new_mean, new_std = float(out.mean(dtype=np.float64)), float(out.std(dtype=np.float64))
+    if new_std * (high - low) > 1e-8:  # keep mean and std: one affine map from the [0, 1] curve
+        out *= np.float32(std / new_std)
+        out += np.float32(mean - new_mean * std / new_std)
+    else:
+        out *= np.float32(high - low)
+        out += np.float32(low)
+    return out.astype(np.float32, copy=False)
+
+
+def simulate_low_resolution(image: np.ndarray, zoom: float) -> np.ndarray:
+    """Downsample by ``zoom`` (nearest) and interpolate back to the patch shape (linear), every axis alike.
+
+    batchgeneratorsv2's ``SimulateLowResolutionTransform`` as nnU-Net v2 uses it (``interpolate``
+    with ``nearest-exact`` then ``trilinear``, ``align_corners=False``), in numpy: fine detail below
+    the coarser grid is lost, the patch keeps its shape and, roughly, its statistics.
+    """
+    shape = image.shape
+    small = tuple(max(1, round(n * zoom)) for n in shape)
+    if small == shape:
+        return image
+    index = [_nearest_exact_index(n, m) for n, m in zip(shape, small, strict=True)]
+    out = image[np.ix_(*index)]
+    for axis, n in enumerate(shape):
+        out = _linear_resize_axis(out, axis, n)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _nearest_exact_index(size: int, small: int) -> np.ndarray:
+    """Source indices of torch's ``nearest-exact`` resize from ``size`` to ``small`` (float32 as torch)."""
+    scale = np.float32(size / small)
+    source = np.floor((np.arange(small, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.intp)
+    return np.minimum(source, size - 1)
+
+
+def _linear_resize_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation of one axis to ``size`` samples (pixel centres, edges clamped, as torch)."""
+    n = array.shape[axis]
+    if n == size:
+        return array
+    source = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0.0)
+    lower = np.minimum(np.floor(source).astype(np.intp), n - 1)
+    upper = np.minimum(lower + 1, n - 1)
+    weight_shape = [1] * array.ndim
+    weight_shape[axis] = size
+    weight = (source - lower).astype(np.float32).reshape(weight_shape)
+    a, b = np.take(array, lower, axis=axis), np.take(array, upper, axis=axis)
+    return a + (b - a) * weight

@@ -18,7 +18,7 @@ import torch
 from ..errors import CheckpointError
 from ..inference.model_api import Normalization
 from ..inference.unet import UNetConfig, build_unet, preset
-from .config import TrainConfig, TrainConfigError
+from .config import LEGACY_NORMALIZATION, TrainConfig, TrainConfigError
 
 
 @dataclass
@@ -54,11 +54,55 @@ class TrainingModel:
                 raise TrainConfigError(f"patch_size: {error}") from error
 
 
-def default_normalization(image_dtype: np.dtype) -> Normalization:
-    """Fixed scaling for uint8 CT (as the built-in models); per-image z-score otherwise."""
-    if np.dtype(image_dtype) == np.uint8:
+def auto_normalization() -> str:
+    """What ``normalization="auto"`` trains a fresh model with: the one place of that decision.
+
+    ``zscore`` over the scanned region, for every dtype: a new scroll's scan energy, exposure and
+    reconstruction change the raw intensities by a scale and an offset, which a per-volume z-score
+    removes and a fixed scale passes on to the network; leaving the air outside the scan cylinder out
+    of the statistics keeps them independent of how much of it a volume holds.
+    """
+    return "zscore"
+
+
+def resolve_normalization(choice: str, init: str | None) -> str:
+    """The stored form of ``TrainConfig.normalization``: ``auto`` of a fresh model becomes
+    :func:`auto_normalization`; with ``init`` it stays ``auto`` (the init model's own, kept)."""
+    return auto_normalization() if choice == "auto" and init is None else choice
+
+
+def default_normalization(image_dtype: np.dtype, choice: str = "auto") -> Normalization:
+    """The normalisation a fresh model trains with (statistics are fitted per volume by the sampler).
+
+    ``zscore``: each volume's mean/std over its scanned region (``use_mask``); ``scale``: fixed
+    ``(x - 127.5) / 127.5`` on the uint8 range, other dtypes converted onto it as at inference (see
+    :mod:`..inference.intensity`); ``legacy`` (runs stored before the choice existed): ``scale`` for
+    uint8, z-score over the non-zero box otherwise.
+    """
+    if choice == "auto":
+        choice = auto_normalization()
+    if choice == "zscore":
+        return Normalization(kind="zscore", mean=0.0, std=1.0, input_range=None, use_mask=True)
+    if choice == "scale" or (choice == LEGACY_NORMALIZATION and np.dtype(image_dtype) == np.uint8):
         return Normalization()
-    return Normalization(kind="zscore", mean=0.0, std=1.0)
+    if choice == LEGACY_NORMALIZATION:
+        return Normalization(kind="zscore", mean=0.0, std=1.0, input_range=None)
+    raise TrainConfigError(f"normalization: unknown choice {choice!r}")
+
+
+def _kept_normalization(loaded: Normalization, choice: str, init: str) -> Normalization:
+    """A fine-tuned model keeps the normalisation its weights were trained with; an explicit choice
+    that differs from it is refused (its weights would see other intensities)."""
+    if choice in ("auto", LEGACY_NORMALIZATION):
+        return loaded
+    wanted = default_normalization(np.dtype(np.uint8), choice)
+    if loaded.kind != wanted.kind or loaded.use_mask != wanted.use_mask:
+        have = loaded.kind + (" over the scanned region" if loaded.use_mask else "")
+        raise TrainConfigError(
+            f"normalization: {init} was trained with {have} normalisation; fine-tuning keeps it "
+            f"(choose auto, not {choice!r})"
+        )
+    return loaded
 
 
 def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> TrainingModel:
@@ -72,7 +116,7 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
         network = build_unet(unet_config)
         return TrainingModel(
             network,
-            default_normalization(image_dtype),
+            default_normalization(image_dtype, config.normalization),
             unet_config=unet_config,
             source={"init": None, "preset": config.model_preset},
         )
@@ -93,7 +137,7 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
         network.train()
         model = TrainingModel(
             network,
-            loaded.normalization,
+            _kept_normalization(loaded.normalization, config.normalization, str(path)),
             nnunet=dict(info.nnunet),
             default_patch_size=loaded.patch_size,
             source={"init": str(path), "kind": "nnunet-fine-tuned"},
@@ -105,7 +149,7 @@ def build_training_model(config: TrainConfig, image_dtype: np.dtype) -> Training
     network.load_state_dict(loaded.networks[0].state_dict(), strict=True)
     return TrainingModel(
         network,
-        loaded.normalization,
+        _kept_normalization(loaded.normalization, config.normalization, str(path)),
         unet_config=unet_config,
         default_patch_size=loaded.patch_size,
         source={"init": str(path), "kind": "built-in"},
@@ -142,7 +186,7 @@ def _from_nnunet(folder: Path, config: TrainConfig) -> TrainingModel:
     network.train()
     model = TrainingModel(
         network,
-        loaded.normalization,
+        _kept_normalization(loaded.normalization, config.normalization, str(folder)),
         nnunet=nnunet,
         default_patch_size=loaded.patch_size,
         source={"init": str(folder), "kind": "nnunet", "fold": str(chosen)},

@@ -76,6 +76,9 @@ def mark_gaps(label: np.ndarray, radius: int = GAP_RADIUS) -> np.ndarray:
 def _training_normalization(normalization: Normalization, image: np.ndarray, path: object) -> Normalization:
     """The normalisation for one training volume, by the same intensity rule as inference.
 
+    Z-score statistics are fitted on the whole volume by :meth:`Normalization.fit`, the call every
+    inference path makes (with ``use_mask``: over the scanned region only), so a patch is normalised
+    exactly as the model will see that volume at inference; every patch of a volume shares them.
     A model that records its intensity range (built-in uint8 models) sees every volume on that range:
     uint16 / float [0, 1] volumes are converted as at inference (announced once per volume), other
     dtypes are refused, and a float volume must be finite (and in [0, 1] when it is mapped).
