@@ -33,31 +33,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-#: nnU-Net v2's default 3D augmentation parameters, as far as ``AugmentConfig`` has fields for them
-#: (rotation ±30°, scaling 0.7–1.4, no additive shift, low resolution p 0.25, inverted gamma p 0.1).
-NNUNET_AUGMENT: dict[str, Any] = {
-    "p_rotate": 0.2,
-    "max_rotation_deg": 30.0,
-    "p_scale": 0.2,
-    "scale_range": (0.7, 1.4),
-    "p_brightness": 0.15,
-    "brightness_range": (0.75, 1.25),
-    "p_shift": 0.0,
-    "p_contrast": 0.15,
-    "contrast_range": (0.75, 1.25),
-    "p_gamma": 0.3,
-    "gamma_range": (0.7, 1.5),
-    "p_noise": 0.1,
-    "noise_variance": (0.0, 0.1),
-    "p_blur": 0.2,
-    "blur_sigma": (0.5, 1.0),
-    "p_low_resolution": 0.25,
-    "low_resolution_zoom": (0.5, 1.0),
-    "p_invert_gamma": 0.1,
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from napari_vesuvius.core.training.config import NORMALIZATIONS  # torch-free
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
     parser.add_argument("--preset", default="tiny")
@@ -77,10 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--foreground-fraction", type=float, default=1 / 3, help="patches centred on surface")
     parser.add_argument("--val-patches", type=int, default=4, help="pseudo-Dice patches per epoch")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--normalization", choices=("auto", "scale", "zscore"), default=None,
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                         help="TrainConfig.normalization (left out: the config's default)")  # fmt: skip
     parser.add_argument("--augment", choices=("default", "nnunet"), default="default",
-                        help="AugmentConfig defaults or nnU-Net's default 3D parameters")  # fmt: skip
+                        help="AugmentConfig defaults or AugmentConfig.nnunet()")  # fmt: skip
     parser.add_argument("--augment-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one AugmentConfig field (JSON value, e.g. p_low_resolution=0.5, "
                         "brightness_range=[0.5,1.5]); repeatable")  # fmt: skip
@@ -95,9 +75,7 @@ def augment_config(args: argparse.Namespace) -> Any:
     """The run's ``AugmentConfig``: the preset, ``--permute-axes``, then each ``--augment-set``."""
     from napari_vesuvius.core.training.config import AugmentConfig
 
-    values = asdict(AugmentConfig())
-    if args.augment == "nnunet":
-        values.update({k: v for k, v in NNUNET_AUGMENT.items() if k in values})
+    values = asdict(AugmentConfig.nnunet() if args.augment == "nnunet" else AugmentConfig())
     values["permute_axes"] = bool(args.permute_axes) or values["permute_axes"]
     for item in args.augment_set:
         key, sep, text = item.partition("=")

@@ -13,9 +13,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmarks/ is a package at the root
 from benchmarks import _training_eval as ev  # noqa: E402
-from benchmarks.bench_training import NNUNET_AUGMENT, augment_config, parse_args  # noqa: E402
+from benchmarks.bench_training import augment_config, parse_args  # noqa: E402
 
 from napari_vesuvius.core.synthetic import SUBRANGE_AXES  # noqa: E402
+from napari_vesuvius.core.training.config import AugmentConfig  # noqa: E402
 
 ROWS = [f"{axis}={value}" for axis, values in SUBRANGE_AXES.items() for value in values]
 
@@ -41,8 +42,9 @@ def test_augment_options_build_the_config() -> None:
         ["--augment", "nnunet", "--augment-set", "p_blur=0.5", "--augment-set", "gamma_range=[0.6,1.6]"]
     )
     augment = augment_config(args)
-    assert augment.max_rotation_deg == NNUNET_AUGMENT["max_rotation_deg"]
-    assert augment.scale_range == NNUNET_AUGMENT["scale_range"]
+    nnunet = AugmentConfig.nnunet()
+    assert augment.brightness_range == nnunet.brightness_range == (0.75, 1.25)
+    assert augment.p_low_resolution == nnunet.p_low_resolution and augment.p_shift == 0.0
     assert augment.p_blur == 0.5 and augment.gamma_range == (0.6, 1.6)
     with pytest.raises(ValueError, match="unknown augmentation settings"):
         augment_config(parse_args(["--augment-set", "p_nothing=1"]))

@@ -28,6 +28,7 @@ SHAPE = (96, 96, 96)
 TRAIN_SEEDS = (0, 1, 2, 3)
 SCALE = Normalization()
 ZSCORE = Normalization(kind="zscore", mean=0.0, std=1.0, input_range=None)
+PERCENTILE = Normalization(kind="percentile", mean=0.0, std=1.0, input_range=None, use_mask=True)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_fixed_scale_models_warn_on_a_brighter_or_darker_volume(
     assert brighter is not None and "brighter" in brighter.directions
     assert brighter.message.startswith("volume scan.tif is brighter than the model's training data")
     assert "in training" in brighter.message and "absolute grey levels" in brighter.remedy
-    assert brighter.remedy.count("--normalization zscore") == 1
+    assert brighter.remedy.count("`napari-vesuvius train`") == 1
     assert brighter.details["level_shift"] > 0.2
     darker = check_intensity(model, _affine(fragments[4], 0.5))
     assert darker is not None and darker.directions[0] == "darker" and darker.details["level_shift"] < -0.2
@@ -212,17 +213,29 @@ def test_lower_contrast_is_named_for_both_kinds_of_model(
         assert shift.details["separation_ratio"] < 0.6
 
 
-def test_z_score_models_ignore_brightness(
+def test_z_score_models_name_a_brightness_shift_but_say_it_is_undone(
     fragments: dict[int, np.ndarray], profile: IntensityProfile
 ) -> None:
-    for scale, offset in ((1.5, 0.0), (0.6, 0.0), (0.8, 30.0)):
-        assert check_intensity(_model(profile, ZSCORE), _affine(fragments[4], scale, offset)) is None
+    for model in (_model(profile, ZSCORE), _model(profile, PERCENTILE)):
+        _brightness_named_as_undone(model, fragments[4])
+    # the same mid-level with half the sheet/background contrast: exactly what the z-score normalises away
+    assert check_intensity(_model(profile, ZSCORE), _affine(fragments[4], 0.5, 50.0)) is None
+
+
+def _brightness_named_as_undone(model: Any, fragment: np.ndarray) -> None:
+    for scale, direction in ((1.5, "brighter"), (0.5, "darker")):
+        shift = check_intensity(model, _affine(fragment, scale), name="scan.tif")
+        assert shift is not None and shift.directions[0] == direction, (scale, shift)
+        assert shift.message.startswith(f"volume scan.tif is {direction} than the model's training data")
+        assert "undoes a global brightness change" in shift.remedy
+        assert "--normalization zscore" not in shift.remedy  # it already is one
+        assert "higher contrast" not in shift.directions  # raw contrast scales with brightness: ignored
 
 
 def test_quiet_on_other_volumes_of_the_training_distribution(
     fragments: dict[int, np.ndarray], profile: IntensityProfile
 ) -> None:
-    for normalization in (SCALE, ZSCORE):
+    for normalization in (SCALE, ZSCORE, PERCENTILE):
         model = _model(profile, normalization)
         for seed in range(4, 12):
             assert check_intensity(model, fragments[seed]) is None, seed
@@ -232,11 +245,13 @@ def test_a_uint16_volume_is_compared_after_the_models_conversion(
     fragments: dict[int, np.ndarray], profile: IntensityProfile
 ) -> None:
     as_uint16 = fragments[5].astype(np.uint16) * np.uint16(257)  # what the intensity rule maps back to uint8
-    assert check_intensity(_model(profile), as_uint16) is None
-    assert (
-        "brighter"
-        in check_intensity(_model(profile), _affine(fragments[5], 1.5).astype(np.uint16) * 257).directions
-    )
+    brighter16 = _affine(fragments[5], 1.5).astype(np.uint16) * np.uint16(257)
+    as_float = fragments[5].astype(np.float32) / 255
+    for normalization in (SCALE, ZSCORE, PERCENTILE):  # per-volume models: on the training dtype's range
+        model = _model(profile, normalization)
+        assert check_intensity(model, as_uint16) is None, normalization.kind
+        assert check_intensity(model, as_float) is None, normalization.kind
+        assert "brighter" in check_intensity(model, brighter16).directions, normalization.kind
 
 
 def test_quiet_inside_a_randomised_training_set() -> None:
@@ -261,10 +276,10 @@ def test_nnunet_foreground_properties(fragments: dict[int, np.ndarray]) -> None:
     assert "training foreground" in brighter.message and "units" in brighter.remedy
     darker = check_intensity(model, _affine(fragments[4], 0.3))
     assert darker is not None and darker.directions == ("darker",)
-    assert (
-        check_intensity(_model({**plans, "source": NNUNET_SOURCE}, ZSCORE), _affine(fragments[4], 1.6))
-        is None
-    )
+    # a z-score nnU-Net model undoes the brightness itself: told, with the remedy saying so
+    zscore = check_intensity(_model({**plans, "source": NNUNET_SOURCE}, ZSCORE), _affine(fragments[4], 1.6))
+    assert zscore is not None and zscore.directions == ("brighter",)
+    assert "undoes a global brightness change" in zscore.remedy
 
 
 def test_nnunet_plans_properties_are_read_without_loading_the_networks(tmp_path: Path) -> None:

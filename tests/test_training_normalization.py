@@ -32,15 +32,15 @@ def test_choices_are_validated_and_auto_resolves_before_the_run() -> None:
     from napari_vesuvius.core.training.model import auto_normalization
 
     assert TrainConfig(**BASE).normalization == "auto"
-    with pytest.raises(TrainConfigError, match="normalization must be one of auto, scale, zscore"):
-        TrainConfig(**BASE, normalization="percentile")
+    with pytest.raises(TrainConfigError, match="must be one of auto, scale, zscore, percentile"):
+        TrainConfig(**BASE, normalization="minmax")
     resolved = TrainConfig(**BASE).resolved()
-    assert resolved.normalization == auto_normalization() == "zscore"  # config.json holds the choice made
+    assert resolved.normalization == auto_normalization() == "percentile"  # config.json holds the choice made
     assert TrainConfig.from_dict(resolved.to_dict()) == resolved
     assert TrainConfig(**BASE, normalization="scale").resolved().normalization == "scale"
     assert TrainConfig(**BASE, init="model.pt").resolved().normalization == "auto"  # the init model's own
     assert resolved.differences(replace(resolved, normalization="scale")) == [
-        "normalization: 'zscore' -> 'scale'"
+        "normalization: 'percentile' -> 'scale'"
     ]
 
 
@@ -63,9 +63,9 @@ def test_default_normalization_of_each_choice() -> None:
     from napari_vesuvius.core.training.model import default_normalization
 
     for dtype in (np.uint8, np.uint16, np.float32):
-        for choice in ("auto", "zscore"):
+        for choice, kind in (("auto", "percentile"), ("percentile", "percentile"), ("zscore", "zscore")):
             chosen = default_normalization(np.dtype(dtype), choice)
-            assert chosen.kind == "zscore" and chosen.use_mask and chosen.input_range is None
+            assert chosen.kind == kind and chosen.use_mask and chosen.input_range is None
         assert default_normalization(np.dtype(dtype), "scale") == Normalization()  # uint8 range, converted
 
 
@@ -86,7 +86,7 @@ def test_fine_tuning_keeps_the_init_models_normalisation(tmp_path: Path) -> None
     with pytest.raises(TrainConfigError, match="fine-tuning keeps it"):
         build_training_model(replace(settings, normalization="zscore"), np.dtype(np.uint8))
     fresh = build_training_model(TrainConfig(**BASE, model_preset="tiny").resolved(), np.dtype(np.uint8))
-    assert fresh.normalization.kind == "zscore" and fresh.normalization.use_mask
+    assert fresh.normalization.kind == "percentile" and fresh.normalization.use_mask
 
 
 def test_training_volumes_are_normalised_as_inference_fits_them(tmp_path: Path) -> None:

@@ -46,6 +46,8 @@ _FIELDS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from napari_vesuvius.core.training.config import NORMALIZATIONS  # torch-free
+
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a model in a run folder (resumable)",
@@ -113,10 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--normalization",
-        choices=("auto", "scale", "zscore"),
-        help="intensity normalisation, stored in the checkpoints (default auto: zscore): zscore = each "
-        "volume's own mean/std over its scanned region (robust to another scroll's brightness); scale = "
-        "fixed (x - 127.5) / 127.5 on the uint8 range; with --init the model's own is kept",
+        choices=NORMALIZATIONS,
+        help="intensity normalisation, stored in the checkpoints (default auto: percentile): percentile = "
+        "each volume's 1st/99th percentiles of its scanned voxels to -1/+1 (robust to another scroll's "
+        "brightness, anchored on background and papyrus whatever their shares); zscore = each volume's own "
+        "mean/std over its scanned region; scale = fixed (x - 127.5) / 127.5 on the uint8 range; with "
+        "--init the model's own is kept",
     )
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--loader-threads", type=int, help="batch prefetch threads (default 1)")

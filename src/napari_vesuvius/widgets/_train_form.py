@@ -122,7 +122,8 @@ class TrainForm(Container):
             label="intensity normalisation", choices=list(NORMALIZATIONS), value="auto",
             tooltip="how CT intensities are normalised (stored in the checkpoint, applied alike at "
             "inference): zscore = each volume's mean/std over its scanned region, robust to another "
-            "scroll's brightness; scale = fixed (x - 127.5) / 127.5 on the uint8 range; auto = zscore "
+            "scroll's brightness; percentile = each volume's 1st/99th percentiles of its scanned voxels to "
+            "-1/+1; scale = fixed (x - 127.5) / 127.5 on the uint8 range; auto = percentile "
             "(with 'start from': the model's own)",
         )  # fmt: skip
         self.run_dir = FileEdit(

@@ -1,13 +1,13 @@
 """The intensity rule: which voxel values a model expects, and what happens to volumes of other dtypes.
 
-Every checkpoint records the normalisation its model was trained with (``TrainConfig.normalization``);
-the built-in training default is a per-volume z-score over the scanned region (``kind="zscore"``,
-``use_mask``), which takes every volume as it is (see the last paragraphs). Built-in models trained with
-``scale`` normalise with fixed numbers (``(x - 127.5) / 127.5``), so they only work on the intensity
-scale they were trained on. Their checkpoints record that scale as
-``normalization.input_range = [low, high]``: the range of the training data's dtype, ``[0, 255]`` for
-models trained on the challenge's uint8 CT (checkpoints saved before the record existed read as
-``[0, 255]``). At inference a volume is brought onto that range by one linear map chosen by its
+Every checkpoint records the normalisation its model was trained with (``TrainConfig.normalization``); the
+built-in training default maps each volume's 1st/99th percentiles over the scanned region to ±1
+(``kind="percentile"``, ``use_mask``; ``"zscore"`` takes its mean/std instead), which takes every volume as
+it is (see the last paragraphs). Built-in models trained with ``scale`` normalise with fixed numbers
+(``(x - 127.5) / 127.5``), so they only work on the intensity scale they were trained on. Their checkpoints
+record that scale as ``normalization.input_range = [low, high]``: the range of the training data's dtype,
+``[0, 255]`` for models trained on the challenge's uint8 CT (checkpoints saved before the record existed read
+as ``[0, 255]``). At inference a volume is brought onto that range by one linear map chosen by its
 **dtype alone**, never by its content, so every tile and every block of a volume gets the same map:
 
 * uint8 or uint16 whose full range is the recorded one (uint8 for ``[0, 255]``): used as it is;
@@ -23,11 +23,11 @@ VolumeWarning` naming the file, the model and the map (the CLI prints it on stde
 into the normalisation's mean and std (``(a·x + b - mean) / std = (x - (mean - b)/a) / (std/a)``), so
 it costs nothing per voxel.
 
-Models whose statistics come from the image itself (nnU-Net ``ZScoreNormalization``, built-in models
-trained with ``zscore``: one mean/std per volume, fitted on the whole volume before the first tile by
-every path, block-wise runs included) or from their training data in its own units (nnU-Net
-``CTNormalization``, ``NoNormalization``) take every volume as it is: ``input_range`` is ``None``,
-nothing is converted or announced. nnU-Net's ``RGBTo01Normalization`` expects 0–255: ``[0, 255]``.
+Models whose statistics come from the image itself (nnU-Net ``ZScoreNormalization``, built-in models trained
+with ``zscore`` or ``percentile``: one set of statistics per volume, fitted on the whole volume before the
+first tile by every path, block-wise runs included) or from their training data in its own units (nnU-Net
+``CTNormalization``, ``NoNormalization``) take every volume as it is: ``input_range`` is ``None``, nothing
+is converted or announced. nnU-Net's ``RGBTo01Normalization`` expects 0–255: ``[0, 255]``.
 
 Independent of the model, a float volume must be finite: NaN or ±Inf voxels are refused with a
 VolumeError naming the file and the z of the first bad slice. In-memory arrays are checked up front;

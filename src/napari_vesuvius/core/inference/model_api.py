@@ -16,8 +16,10 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported lazily at run time
     import torch
 
-NormalizationKind = Literal["scale", "zscore", "ct"]
-NORMALIZATION_KINDS: tuple[str, ...] = ("scale", "zscore", "ct")
+NormalizationKind = Literal["scale", "zscore", "percentile", "ct"]
+NORMALIZATION_KINDS: tuple[str, ...] = ("scale", "zscore", "percentile", "ct")
+#: kinds whose statistics are fitted on each volume (:meth:`Normalization.fit`)
+FITTED_KINDS: tuple[str, ...] = ("zscore", "percentile")
 #: intensity range of the built-in models' training data (uint8 CT); see :mod:`.intensity`
 UINT8_RANGE: tuple[float, float] = (0.0, 255.0)
 _FIELDS = ("kind", "mean", "std", "lower", "upper", "input_range", "use_mask")
@@ -41,12 +43,17 @@ class Normalization:
       ``use_mask_for_norm``): the statistics are those of the scanned region only (the hole-filled
       non-zero mask), so the air outside the scan and how much of it a volume holds never change them,
       and voxels that are exactly 0 stay 0 (see :meth:`apply`).
+    * ``percentile``: the image's own 1st and 99th percentiles of its scanned (non-zero) voxels map to
+      -1 and +1 (:func:`.zscore.percentile_statistics`; ``lower``/``upper`` hold them after :meth:`fit`,
+      ``mean``/``std`` their midpoint and half-difference). Unlike the z-score, the anchors are the
+      background and papyrus levels themselves, so they do not move with the share of papyrus (a packed
+      region is mostly papyrus, a loose one mostly air); no clipping.
     * ``ct``: nnU-Net's ``CTNormalization``: clip to ``[lower, upper]`` then ``(x - mean) / std`` with
       the dataset statistics stored in the plans.
 
     ``input_range`` (``scale`` only): the intensity range ``(low, high)`` of the data the model was
     trained on, which its fixed numbers assume; volumes of another dtype are converted onto it (see
-    :mod:`.intensity`). ``None``: the volume is used as it is (always so for ``zscore`` and ``ct``).
+    :mod:`.intensity`). ``None``: the volume is used as it is (always so for the fitted kinds and ``ct``).
     Every field is checked on construction (``ValueError``): a checkpoint cannot smuggle in a zero or
     non-finite std or an unknown kind.
     """
@@ -66,8 +73,11 @@ class Normalization:
         if not isinstance(self.use_mask, bool | np.bool_):
             raise ValueError(f"normalization use_mask must be true or false, got {self.use_mask!r}")
         object.__setattr__(self, "use_mask", bool(self.use_mask))
-        if self.use_mask and self.kind != "zscore":
-            raise ValueError(f"normalization use_mask applies to kind 'zscore' only, not {self.kind!r}")
+        if self.use_mask and self.kind not in FITTED_KINDS:
+            raise ValueError(
+                f"normalization use_mask applies to kinds {' and '.join(FITTED_KINDS)} only, "
+                f"not {self.kind!r}"
+            )
         mean, std = _finite(self.mean, "mean"), _finite(self.std, "std")
         if std <= 0:
             raise ValueError(f"normalization std must be positive, got {self.std!r}")
@@ -104,6 +114,13 @@ class Normalization:
         A volume holding NaN or infinite values has no statistics: VolumeError (naming the file when
         the volume was opened by ``core.volume``).
         """
+        if self.kind == "percentile":
+            from .zscore import percentile_statistics
+
+            low, high = percentile_statistics(volume)
+            require_finite_statistics(volume, low, high)
+            mean, half = (low + high) / 2, max((high - low) / 2, 1e-8)
+            return replace(self, mean=mean, std=half, lower=low, upper=high)
         if self.kind != "zscore":
             return self
         from .zscore import zscore_statistics
@@ -111,6 +128,11 @@ class Normalization:
         mean, std = zscore_statistics(volume, use_mask=self.use_mask)
         require_finite_statistics(volume, mean, std)
         return replace(self, mean=mean, std=std)
+
+    @property
+    def fitted_per_volume(self) -> bool:
+        """True when :meth:`fit` takes statistics from each volume (z-score, percentile)."""
+        return self.kind in FITTED_KINDS
 
     def apply(self, tile: np.ndarray) -> np.ndarray:
         """Normalise a tile (any shape) to float32.

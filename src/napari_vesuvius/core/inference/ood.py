@@ -10,8 +10,14 @@ scroll) and compares in the space that matters for the model's normalisation:
   (``(dark + bright) / 2``, Otsu's two classes) against the training volumes' range, in units of the
   training sheet/background difference ``W``; and the sheet/background difference itself against the
   training range (ratio). Both are taken after the model's dtype conversion (:mod:`.intensity`).
-* ``zscore``: brightness and offset are normalised away; only the scale-free ``separation`` (sheet
-  minus background over the within-class noise) is compared, as a ratio to the training range.
+* ``zscore`` / ``percentile`` (fitted per volume): brightness and offset are normalised away, so the
+  scale-free ``separation`` (sheet minus background over the within-class noise) is what the network
+  feels; it is compared as a ratio to the training range. The raw mid-level is still compared as for
+  ``scale``: a volume far brighter or darker than anything in training comes from another scan
+  setting, which the per-volume normalisation undoes for
+  brightness but which often changes contrast and noise too, so the user is told and asked to check
+  (the remedy says the brightness itself is compensated). A model trained on a domain-randomised set
+  has a wide training range and stays quiet on the shifts it has seen.
 * ``ct`` (nnU-Net CTNormalization, also ``scale`` with nnU-Net plans): the sample's bright class
   (papyrus, what nnU-Net's labelled foreground is made of) against the plans' foreground median, in
   units of the plans' foreground std.
@@ -76,12 +82,18 @@ MIN_VOXELS = 1000
 
 _REMEDY_SCALE = (
     "this model uses fixed intensity scaling, so it assumes the absolute grey levels it was trained on: "
-    "rescale the volume to the training range, or retrain / fine-tune with per-volume z-score "
-    "(`napari-vesuvius train --normalization zscore`)"
+    "rescale the volume to the training range, or retrain with per-volume normalisation "
+    "(`napari-vesuvius train`, whose default normalises each volume by its own percentiles)"
 )
 _REMEDY_CONTRAST = (
     "fine-tune the model on a few labelled patches of this scroll (Retrain dock / "
     "`napari-vesuvius finetune`) and check the threshold on the Tune dock"
+)
+_REMEDY_ZSCORE_LEVEL = (
+    "this model normalises each volume by its own statistics (percentiles or z-score), which undoes a global "
+    "brightness change, but a scan this different (energy, reconstruction, 16 → 8-bit window) often "
+    "differs in contrast and noise too: check the prediction and the threshold on the Tune dock, and if it "
+    "is worse, fine-tune on a few labelled patches of this scroll (Retrain dock / `napari-vesuvius finetune`)"
 )
 _REMEDY_CT = (
     "this model clips and scales by its training data's intensities: check that the volume is in the "
@@ -213,7 +225,42 @@ def _check_zscore(train: IntensityProfile, sample: IntensityProfile) -> tuple:
     return (), [], "", details
 
 
-def _check_foreground(train: IntensityProfile, sample: IntensityProfile) -> tuple:
+def _check_level(train: IntensityProfile, sample: IntensityProfile, dtype: str) -> tuple:
+    """Per-volume normalised models: only the raw mid-level of :func:`_check_scale` (its contrast part is
+    normalised away), with their remedy. A volume of another dtype than the training data is first put
+    on the training dtype's range (uint16 → uint8 is ``x / 257``; float [0, 1] → ``x · 255``), so 16-bit
+    input alone never reads as brighter."""
+    maps = _dtype_maps(train.dtype, dtype)
+    if maps is None:
+        return (), [], "", {}
+    directions, parts, _, details = _check_scale(train, sample, *maps)
+    keep = [i for i, d in enumerate(directions) if d in ("brighter", "darker")]
+    level = {k: details[k] for k in ("mid_level", "training_mid_level", "level_shift")}
+    remedy = _REMEDY_ZSCORE_LEVEL if keep else ""
+    return tuple(directions[i] for i in keep), [parts[i] for i in keep], remedy, level
+
+
+def _dtype_maps(train_dtype: str, dtype: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """``(training map, sample map)`` onto the training dtype's full range; identity when the training
+    dtype is not an 8/16-bit one (float or several); None when ``dtype`` cannot be put on it."""
+    top = {"uint8": 255.0, "uint16": 65535.0}.get(train_dtype)
+    if top is None or not dtype or dtype == train_dtype:
+        return (1.0, 0.0), (1.0, 0.0)
+    from .model_api import Normalization
+
+    reference = Normalization(kind="scale", input_range=(0.0, top))
+    sample_map = _conversion(dtype, reference)
+    return None if sample_map is None else ((1.0, 0.0), sample_map)
+
+
+def _merge(first: tuple, second: tuple) -> tuple:
+    """Two verdicts as one: directions, message parts and remedies joined, details merged."""
+    directions, parts = (*first[0], *second[0]), [*first[1], *second[1]]
+    remedies = [r for r in (first[2], second[2]) if r]
+    return directions, parts, "; or ".join(dict.fromkeys(remedies)), {**first[3], **second[3]}
+
+
+def _check_foreground(train: IntensityProfile, sample: IntensityProfile, remedy: str = _REMEDY_CT) -> tuple:
     """nnU-Net plans: the sample's bright class against the labelled foreground of the training data."""
     fg, bright = train.foreground, sample.foreground["median"]
     unit = max(fg["std"], 1e-6)
@@ -230,7 +277,7 @@ def _check_foreground(train: IntensityProfile, sample: IntensityProfile) -> tupl
         f"{_fmt(fg['median'])} for the training foreground, {abs(shift):.1f} training stds "
         f"{'above' if shift > 0 else 'below'}"
     )
-    return (direction,), [text], _REMEDY_CT, details
+    return (direction,), [text], remedy, details
 
 
 def check_intensity(
@@ -253,9 +300,8 @@ def check_intensity(
     normalization = model.normalization
     kind = normalization.kind
     if train.is_foreground_only:
-        if kind == "zscore":
-            return None  # brightness is normalised away and the plans know no contrast measure
-        directions, parts, remedy, details = _check_foreground(train, sample)
+        remedy = _REMEDY_ZSCORE_LEVEL if normalization.fitted_per_volume else _REMEDY_CT
+        directions, parts, remedy, details = _check_foreground(train, sample, remedy)
     elif kind == "scale":
         t_dtype = train.dtype if "/" not in train.dtype else ""
         t_map, s_map = _conversion(t_dtype, normalization), _conversion(dtype, normalization)
@@ -268,8 +314,10 @@ def check_intensity(
                 directions, parts = (*directions, *more[0]), [*parts, *more[1]]
                 remedy = f"{remedy}; or {more[2]}" if remedy else more[2]
             details = {**details, **{k: v for k, v in more[3].items() if k != "normalization"}}
-    elif kind == "zscore":
-        directions, parts, remedy, details = _check_zscore(train, sample)
+    elif normalization.fitted_per_volume:  # z-score or percentile: brightness and offset cancel out
+        directions, parts, remedy, details = _merge(
+            _check_level(train, sample, dtype), _check_zscore(train, sample)
+        )
     else:  # a CT-normalised model with a full profile (fine-tuned nnU-Net): its clip window matters
         train_fg = IntensityProfile(source=NNUNET_SOURCE, voxels=train.voxels, foreground=train.foreground)
         directions, parts, remedy, details = _check_foreground(train_fg, sample)

@@ -6,8 +6,9 @@ nnU-Net preprocesses an image by ``crop_to_nonzero`` (crop to the bounding box o
 the voxels inside the hole-filled non-zero mask (so zeros enclosed by the scan count, the air
 around it does not), with ``std`` floored at 1e-8. Statistics over the whole volume instead would
 mix in the air outside the scanned region, which dominates a full scroll. The masked variant is
-also the built-in training default (``Normalization(kind="zscore", use_mask=True)``): a volume's
-statistics then do not depend on how much air around the scan it holds.
+also what built-in models trained with ``zscore`` use (``Normalization(kind="zscore", use_mask=True)``;
+the default ``percentile`` takes the same voxels): a volume's statistics then do not depend on how much
+air around the scan it holds.
 
 Inputs may be NumPy or dask arrays of any size: one pass finds the bounding box (per-axis
 "any non-zero" projections), a second accumulates count / mean / sum of squared deviations per
@@ -133,3 +134,64 @@ def zscore_statistics(volume: Any, *, use_mask: bool = False) -> tuple[float, fl
         return 0.0, 1.0
     std = math.sqrt(squares / count)  # NaN / Inf pass through for the caller's check
     return mean, max(std, STD_EPSILON) if math.isfinite(std) else std
+
+
+#: Percentiles of the scanned voxels that ``Normalization(kind="percentile")`` maps to -1 and +1.
+PERCENTILE_LOW, PERCENTILE_HIGH = 1.0, 99.0
+#: Float volumes: at most about this many voxels are sampled (evenly strided) for their percentiles.
+PERCENTILE_SAMPLE = 8_000_000
+
+
+def _block_counts(block: np.ndarray) -> np.ndarray:
+    counts = np.bincount(np.asarray(block).ravel(), minlength=1).astype(np.int64)
+    counts[0] = 0
+    return counts
+
+
+def _block_sample(block: np.ndarray, step: int) -> np.ndarray:
+    values = np.asarray(block).ravel()[::step]
+    return values[values != 0].astype(np.float64)
+
+
+def _percentile_of_counts(counts: np.ndarray, q: float) -> float:
+    """``np.percentile`` (linear) of the multiset whose value ``v`` occurs ``counts[v]`` times."""
+    total = int(counts.sum())
+    position = q / 100.0 * (total - 1)
+    below = math.floor(position)
+    fraction = position - below
+    cumulative = np.cumsum(counts)
+    first = int(np.searchsorted(cumulative, below, side="right"))
+    second = int(np.searchsorted(cumulative, min(below + 1, total - 1), side="right"))
+    return float(first + (second - first) * fraction)
+
+
+def percentile_statistics(
+    volume: Any, low: float = PERCENTILE_LOW, high: float = PERCENTILE_HIGH
+) -> tuple[float, float]:
+    """The ``low``/``high`` percentiles of the scanned (non-zero) voxels, streamed chunk by chunk.
+
+    8/16-bit volumes: exact (a histogram per chunk, summed; equal to ``np.percentile`` of the
+    non-zero values). Float volumes: of an evenly strided sample of at most ~``PERCENTILE_SAMPLE``
+    voxels (deterministic). No scanned voxel: ``(-1, 1)`` (the identity map). NaN/Inf voxels give
+    non-finite values (the caller checks).
+    """
+    import dask
+
+    data = _as_dask(volume)[nonzero_box(volume)]
+    blocks = data.to_delayed().ravel()
+    if data.dtype in (np.uint8, np.uint16):
+        parts = dask.compute(*(dask.delayed(_block_counts)(block) for block in blocks))
+        counts = np.zeros(max(len(p) for p in parts), np.int64)
+        for part in parts:
+            counts[: len(part)] += part
+        if counts.sum() == 0:
+            return -1.0, 1.0
+        return _percentile_of_counts(counts, low), _percentile_of_counts(counts, high)
+    step = max(1, int(data.size) // PERCENTILE_SAMPLE)
+    values = np.concatenate(dask.compute(*(dask.delayed(_block_sample)(block, step) for block in blocks)))
+    if values.size == 0:
+        return -1.0, 1.0
+    if not np.all(np.isfinite(values)):
+        return math.nan, math.nan
+    first, second = np.percentile(values, [low, high])
+    return float(first), float(second)

@@ -43,9 +43,9 @@ def normalization_config(normalization: Normalization) -> dict[str, Any]:
     data = {"class": type(normalization).__name__, **normalization.to_dict()}
     if not data.get("use_mask"):
         data.pop("use_mask", None)
-    if normalization.kind == "zscore":
-        data.pop("mean", None)
-        data.pop("std", None)
+    if normalization.fitted_per_volume:
+        for key in ("mean", "std", "lower", "upper"):
+            data.pop(key, None)
     return data
 
 

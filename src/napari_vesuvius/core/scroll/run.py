@@ -175,7 +175,7 @@ def _fit_normalizations(plan: ScrollPlan) -> list[Normalization]:
     fitted = []
     for member in plan.members:
         normalization = member.model.normalization
-        if normalization.kind == "zscore":
+        if normalization.fitted_per_volume:
             if data is None:
                 array = plan.input.open_array()
                 data = (

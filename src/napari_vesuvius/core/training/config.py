@@ -26,7 +26,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: continue a run that stopped on it) and the final clean-up choice (it does not change the weights).
 RESUME_NEUTRAL_FIELDS = frozenset({"loader_threads", "torch_threads", "max_minutes", "choose_postprocess"})
 #: ``TrainConfig.normalization`` choices (``auto`` is resolved by ``model.resolve_normalization``).
-NORMALIZATIONS = ("auto", "scale", "zscore")
+NORMALIZATIONS = ("auto", "scale", "zscore", "percentile")
 #: The normalisation of runs whose config.json predates the choice: fixed scale for uint8 images,
 #: z-score over the non-zero box otherwise. Read from such files only, never offered.
 LEGACY_NORMALIZATION = "legacy"
