@@ -9,7 +9,8 @@ every row, plus the original fragments of the earlier benchmark and the training
 
 Training set (``--data``): ``randomised`` = ``--train-volumes`` volumes of
 ``core.synthetic.randomised_fragment`` (seeds 0..N-1, sub-range tags drawn); ``original`` = today's
-``make_fragment`` set. The budget is the run's own time limit (``TrainConfig.max_minutes``: setup,
+``make_fragment`` set; ``mixed`` = ``make_fragment`` for the even seeds, randomised for the odd ones
+(validation volumes randomised). The budget is the run's own time limit (``TrainConfig.max_minutes``: setup,
 training and per-epoch validation; the learning rate decays to it). Two more volumes (seeds 900, 901;
 randomised: one packed, one separated; ``--val-volumes``) are the run's held-out validation volumes, on
 which it chooses its checkpoints' clean-up when it ends (``core/training/postprocess_step.py``): the
@@ -44,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--shape", type=int, default=128, help="side of the synthetic volumes")
-    parser.add_argument("--data", choices=("randomised", "original"), default="randomised",
-                        help="training + validation volumes: randomised or make_fragment's")  # fmt: skip
+    parser.add_argument("--data", choices=("randomised", "original", "mixed"), default="randomised",
+                        help="training volumes: randomised, make_fragment's or both")  # fmt: skip
     parser.add_argument("--train-volumes", type=int, default=24)
     parser.add_argument("--val-volumes", type=int, default=2, help="held out to choose the clean-up")
     parser.add_argument("--test-repeats", type=int, default=1,
@@ -108,7 +109,7 @@ def write_data(root: Path, kind: str, shape: tuple[int, int, int], train_seeds: 
         (partial / folder).mkdir(parents=True)
     packing = ("packed", "separated")
     for seed in [*train_seeds, *val_seeds]:
-        if kind == "original":
+        if kind == "original" or (kind == "mixed" and seed in train_seeds and seed % 2 == 0):
             fragment = make_fragment(shape, seed=seed)
         elif seed in val_seeds:  # validation: alternately packed and separated
             forced = {"packing": packing[val_seeds.index(seed) % 2]}
