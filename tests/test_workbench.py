@@ -165,10 +165,23 @@ def test_workbench_fits_1280x800_without_growing_the_window(make_napari_viewer, 
         assert (window.width(), window.height()) == size, workbench.tabs.tabText(index)
         assert area.viewport().height() >= 500  # a tall step scrolls inside its tab instead
         assert workbench.width() <= 480, (workbench.tabs.tabText(index), workbench.width())
+        _expand_sections(workbench.current_step())  # the tallest form: its scroll bar shows and takes width
+        _process(qtbot)
+        content = area.widget().minimumSizeHint().width()
+        assert content <= area.viewport().width(), (workbench.tabs.tabText(index), content)  # nothing clipped
     canvas = viewer.window._qt_viewer.canvas.native
     # the canvas keeps ~45% of the window beside the layer list and the workbench (593 px measured)
     assert canvas.width() >= 0.45 * size[0]
     _wait_warm_up(workbench, qtbot)
+
+
+def _expand_sections(container) -> None:
+    from napari_vesuvius.widgets._sections import Section
+
+    for widget in getattr(container, "_list", []):
+        if isinstance(widget, Section):
+            widget.expanded = True
+        _expand_sections(widget)
 
 
 def test_demo_gui_opens_the_workbench(qtbot, monkeypatch):

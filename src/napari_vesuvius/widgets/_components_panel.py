@@ -12,7 +12,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, Table
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox, Table
 
 from napari_vesuvius.core.postprocess import (
     keep_components,
@@ -49,7 +49,7 @@ class ComponentsPanel(Container):
         self.task = TaskRunner(name="components_task")
         super().__init__(
             widgets=[
-                Label(value="26-connected components of a mask, largest first"),
+                status_label("26-connected components of a mask, largest first"),
                 self.mask,
                 self.label_button,
                 self.selected,

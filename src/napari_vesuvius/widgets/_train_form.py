@@ -82,9 +82,7 @@ class TrainForm(Container):
             tooltip="optional checkpoint (.pt) or nnU-Net model folder to fine-tune; empty = from scratch",
         )  # fmt: skip
         self.init_folder = PushButton(text="Choose nnU-Net folder…")
-        self.patch_z = SpinBox(label="z", min=8, max=512, step=8, value=128)
-        self.patch_y = SpinBox(label="y", min=8, max=512, step=8, value=128)
-        self.patch_x = SpinBox(label="x", min=8, max=512, step=8, value=128)
+        self.patch_z, self.patch_y, self.patch_x = (_patch_edge(axis) for axis in "zyx")
         self.patch = Container(
             widgets=[self.patch_z, self.patch_y, self.patch_x], layout="horizontal", label="patch (Z Y X)",
             labels=False,
@@ -301,3 +299,18 @@ def runs_folder() -> Path:
 
     chosen = str(preference("runs_folder") or "").strip()
     return (Path(chosen) if chosen else DEFAULT_RUNS_FOLDER).expanduser().resolve()
+
+
+def _patch_edge(axis: str) -> SpinBox:
+    """One edge of the training patch: a plain number field (no −/+ buttons, so three fit one row of a
+    laptop-width dock beside their label even with the scroll bar shown); arrow keys and the wheel step 8."""
+    from qtpy.QtWidgets import QAbstractSpinBox
+
+    edge = SpinBox(
+        label=axis, min=8, max=512, step=8, value=128,
+        tooltip=f"patch edge along {axis} in voxels (a multiple of 8; arrow keys or the wheel step by 8)",
+    )  # fmt: skip
+    edge.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
+    # napari's theme gives every spin box a 70 px minimum; "512" needs about 30 (the row stretches them)
+    edge.native.setStyleSheet("QAbstractSpinBox { min-width: 32px; }")
+    return edge
