@@ -14,9 +14,9 @@ scroll) and compares in the space that matters for the model's normalisation:
   scale-free ``separation`` (sheet minus background over the within-class noise) is what the network
   feels; it is compared as a ratio to the training range. The raw mid-level is still compared as for
   ``scale``: a volume far brighter or darker than anything in training comes from another scan
-  setting, which the per-volume normalisation undoes for
-  brightness but which often changes contrast and noise too, so the user is told and asked to check
-  (the remedy says the brightness itself is compensated). A model trained on a domain-randomised set
+  setting, which the per-volume normalisation undoes for brightness but which often changes contrast
+  and noise too, so the user is told and asked to check (the remedy says the brightness itself is
+  compensated). A model trained on a domain-randomised set
   has a wide training range and stays quiet on the shifts it has seen.
 * ``ct`` (nnU-Net CTNormalization, also ``scale`` with nnU-Net plans): the sample's bright class
   (papyrus, what nnU-Net's labelled foreground is made of) against the plans' foreground median, in
@@ -254,10 +254,11 @@ def _dtype_maps(train_dtype: str, dtype: str) -> tuple[tuple[float, float], tupl
 
 
 def _merge(first: tuple, second: tuple) -> tuple:
-    """Two verdicts as one: directions, message parts and remedies joined, details merged."""
+    """Two verdicts as one: directions, message parts and remedies joined, details merged (the first's
+    win where both have a key, e.g. ``normalization``)."""
     directions, parts = (*first[0], *second[0]), [*first[1], *second[1]]
     remedies = [r for r in (first[2], second[2]) if r]
-    return directions, parts, "; or ".join(dict.fromkeys(remedies)), {**first[3], **second[3]}
+    return directions, parts, "; or ".join(dict.fromkeys(remedies)), {**second[3], **first[3]}
 
 
 def _check_foreground(train: IntensityProfile, sample: IntensityProfile, remedy: str = _REMEDY_CT) -> tuple:
@@ -307,13 +308,10 @@ def check_intensity(
         t_map, s_map = _conversion(t_dtype, normalization), _conversion(dtype, normalization)
         if t_map is None or s_map is None:
             return None
-        directions, parts, remedy, details = _check_scale(train, sample, t_map, s_map)
-        if "lower contrast" not in directions:  # more noise at the same grey levels: the SNR check
-            more = _check_zscore(train, sample)
-            if more[0]:
-                directions, parts = (*directions, *more[0]), [*parts, *more[1]]
-                remedy = f"{remedy}; or {more[2]}" if remedy else more[2]
-            details = {**details, **{k: v for k, v in more[3].items() if k != "normalization"}}
+        verdict = _check_scale(train, sample, t_map, s_map)
+        if "lower contrast" not in verdict[0]:  # more noise at the same grey levels: the SNR check
+            verdict = _merge(verdict, _check_zscore(train, sample))
+        directions, parts, remedy, details = verdict
     elif normalization.fitted_per_volume:  # z-score or percentile: brightness and offset cancel out
         directions, parts, remedy, details = _merge(
             _check_level(train, sample, dtype), _check_zscore(train, sample)

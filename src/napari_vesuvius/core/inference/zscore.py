@@ -168,7 +168,8 @@ def _percentile_of_counts(counts: np.ndarray, q: float) -> float:
 def percentile_statistics(
     volume: Any, low: float = PERCENTILE_LOW, high: float = PERCENTILE_HIGH
 ) -> tuple[float, float]:
-    """The ``low``/``high`` percentiles of the scanned (non-zero) voxels, streamed chunk by chunk.
+    """The ``low``/``high`` percentiles of the scanned (non-zero) voxels, streamed chunk by chunk in one
+    pass (zeros are left out voxel by voxel, so no bounding-box pass is needed first).
 
     8/16-bit volumes: exact (a histogram per chunk, summed; equal to ``np.percentile`` of the
     non-zero values). Float volumes: of an evenly strided sample of at most ~``PERCENTILE_SAMPLE``
@@ -177,7 +178,7 @@ def percentile_statistics(
     """
     import dask
 
-    data = _as_dask(volume)[nonzero_box(volume)]
+    data = _as_dask(volume)
     blocks = data.to_delayed().ravel()
     if data.dtype in (np.uint8, np.uint16):
         parts = dask.compute(*(dask.delayed(_block_counts)(block) for block in blocks))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..inference.model_api import Normalization
+from ..inference.model_api import FITTED_KINDS, Normalization
 from ..inference.unet import UNetConfig, build_unet, preset
 from .config import LEGACY_NORMALIZATION, TrainConfig, TrainConfigError
 
@@ -86,7 +86,7 @@ def default_normalization(image_dtype: np.dtype, choice: str = "auto") -> Normal
     """
     if choice == "auto":
         choice = auto_normalization()
-    if choice in ("zscore", "percentile"):
+    if choice in FITTED_KINDS:
         return Normalization(kind=choice, mean=0.0, std=1.0, input_range=None, use_mask=True)
     if choice == "scale" or (choice == LEGACY_NORMALIZATION and np.dtype(image_dtype) == np.uint8):
         return Normalization()
