@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -35,9 +36,10 @@ print(applied, faults[-1])
 """
 
 
-def _faults(mode: str, where: str = "main") -> tuple[str, int]:
+def _faults(mode: str, where: str = "main", env: dict[str, str] | None = None) -> tuple[str, int]:
     command = [sys.executable, "-c", SCRIPT, mode, where]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    environment = {**os.environ, **env} if env is not None else None
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     applied, faults = out.stdout.split()
     return applied, int(faults)
 
@@ -61,3 +63,14 @@ def test_single_arena_lets_threads_reuse_large_blocks() -> None:
     assert applied == "True"
     assert per_thread_arena > PAGES // 2  # a thread's arena maps blocks over 64 MiB afresh
     assert single < PAGES // 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_heap_environment_gives_a_new_process_the_same_reuse() -> None:
+    from napari_vesuvius.core.heap import heap_environment
+
+    # as dask starts its workers: a low trim threshold, which heap_environment overrides
+    _, dask_default = _faults("default", "thread", {"MALLOC_TRIM_THRESHOLD_": "65536"})
+    _, kept = _faults("default", "thread", {"MALLOC_TRIM_THRESHOLD_": "65536", **heap_environment(True)})
+    assert dask_default > PAGES // 2
+    assert kept < PAGES // 10

@@ -12,8 +12,8 @@ from napari_vesuvius.core.inference._cpu_layers import (
     PointwiseConv3d,
     SingleChannelConv3d,
     StrideTransposeConv3d,
-    accelerate_for_cpu,
 )
+from napari_vesuvius.core.inference._cpu_network import accelerate_for_cpu
 from napari_vesuvius.core.inference.unet import build_unet, preset
 
 CL = torch.channels_last_3d
@@ -97,7 +97,9 @@ def test_a_single_small_tile_is_convolved_by_onednn_not_the_reference_kernel(cha
 
     assert "aten::slow_conv3d_forward" in kernels(conv)
     used = kernels(fast)
-    assert "aten::mkldnn_convolution" in used and "aten::slow_conv3d_forward" not in used
+    # oneDNN's direct entry, or with weights reordered once (8·8·27 weights ≥ 16·8·8 output voxels)
+    onednn = {"aten::mkldnn_convolution", "mkldnn::_convolution_pointwise"}
+    assert used & onednn and "aten::slow_conv3d_forward" not in used
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), conv(x), rtol=1e-5, atol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.conv3d's route

@@ -180,10 +180,29 @@ def test_scan_finds_the_box_counts_and_tiles() -> None:
     found = scan(pred, label)
     assert found.box == (slice(2, 14), slice(9, 26), slice(6, 34))
     assert (found.pred_voxels, found.label_voxels) == (8, 15)
-    assert sorted(found.tiles) == sorted([(4 * 4 * 4, 8), (3 * 7 * 5, 15)])
+    stats = sorted((t.voxels, t.pred_voxels, t.label_voxels) for t in found.tiles)
+    assert stats == sorted([(4 * 4 * 4, 8, 0), (3 * 7 * 5, 0, 15)])
     masks = load(pred, label, found)
     assert masks.pred.shape == (12, 17, 28) and masks.frame == Frame((20, 30, 40), (2, 9, 6))
     assert masks.pred.sum() == 8 and masks.label.sum() == 15
+    assert found.tiles == tile_boxes(masks.pred, masks.label, masks.frame)
+
+
+def test_scan_tile_boxes_equal_those_of_the_loaded_masks() -> None:
+    """The score hands scan's per-tile boxes to TopoScore instead of finding them again."""
+    rng = np.random.default_rng(5)
+    for shape in [(17, 20, 23), (9, 31, 12), (24, 24, 24)]:
+        for density in (0.002, 0.05):
+            pred = (rng.random(shape) < density).astype(np.uint8)
+            label = (rng.random(shape) < density).astype(np.uint8) * rng.integers(1, 3, shape).astype(
+                np.uint8
+            )
+            found = scan(pred, label)
+            masks = load(pred, label, found)
+            if found.box is None:
+                assert found.tiles == []
+                continue
+            assert found.tiles == tile_boxes(masks.pred, masks.label, masks.frame)
 
 
 def test_scan_of_empty_and_dask_volumes() -> None:
@@ -237,8 +256,8 @@ def test_estimate_grows_with_the_box_not_the_volume() -> None:
     big[10:14, 10:14, 10:14] = 1
     for_small, for_big = scan(small, small), scan(big, big)
     assert for_small.box_shape == for_big.box_shape == (6, 6, 6)
-    a = estimate(for_small.box_voxels, for_small.pred_voxels, for_small.label_voxels, for_small.tiles)
-    b = estimate(for_big.box_voxels, for_big.pred_voxels, for_big.label_voxels, for_big.tiles)
+    a = estimate(for_small.box_voxels, for_small.pred_voxels, for_small.label_voxels, for_small.tile_sizes)
+    b = estimate(for_big.box_voxels, for_big.pred_voxels, for_big.label_voxels, for_big.tile_sizes)
     assert a == b
 
 
@@ -306,7 +325,7 @@ _MEASURE = textwrap.dedent(
                 return int(line.split()[1]) * 1024
 
     from napari_vesuvius.core.metric import score_volume
-    from napari_vesuvius.core.metric.inputs import scan
+    from napari_vesuvius.core.metric.inputs import reading_bytes, scan
     from napari_vesuvius.core.metric.memory import estimate
     n, dense = int(sys.argv[1]), sys.argv[2] == "dense"
     warm = np.zeros((12, 12, 12), np.uint8); warm[4:8, 2:10, 2:10] = 1
@@ -323,7 +342,8 @@ _MEASURE = textwrap.dedent(
     pred[lo:hi, lo:hi, lo:hi] = (z + wave + 0.7) % 10 < 2.3
     del z, y, x, wave
     found = scan(pred, label)
-    need = estimate(found.box_voxels, found.pred_voxels, found.label_voxels, found.tiles)
+    reading = reading_bytes(pred, label)
+    need = estimate(found.box_voxels, found.pred_voxels, found.label_voxels, found.tile_sizes, reading)
     open("/proc/self/clear_refs", "w").write("5")
     base = rss("VmRSS")
     score_volume(pred, label)
@@ -356,3 +376,27 @@ def test_measured_peak_stays_under_the_estimate() -> None:
 def test_memory_docs_name_the_formula() -> None:
     doc = memory_module.__doc__ or ""
     assert "2·V" in doc and "SurfaceDice" in doc and "TopoScore" in doc
+
+
+def test_load_from_kept_pieces_equals_reading_again() -> None:
+    """Masks assembled from the foreground scan kept equal those read again; over the cap, none kept."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(11)
+    shape = (40, 23, 30)
+    pred = (rng.random(shape) < 0.01).astype(np.uint8)
+    label = (rng.random(shape) < 0.01).astype(np.uint8) * rng.integers(1, 3, shape).astype(np.uint8)
+    pred[:12] = 0  # blocks without foreground keep nothing
+    label[:12] = 0
+    lazy = (da.from_array(pred, chunks=(7, 9, 30)), da.from_array(label, chunks=(5, 23, 30)))
+    reread = load(pred, label, scan(pred, label))
+    for arrays in ((pred, label), lazy):
+        found = scan(*arrays, keep_bytes=2**30)
+        assert found.pieces is not None and len(found.pieces) > 0
+        kept = load(*arrays, found)
+        assert found.pieces is None  # handed over
+        assert kept.frame == reread.frame
+        assert np.array_equal(kept.pred, reread.pred) and np.array_equal(kept.label, reread.label)
+        capped = scan(*arrays, keep_bytes=10)
+        assert capped.pieces is None
+        again = load(*arrays, capped)
+        assert np.array_equal(again.pred, reread.pred) and np.array_equal(again.label, reread.label)

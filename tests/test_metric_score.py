@@ -15,11 +15,11 @@ from napari_vesuvius.core.metric import (
     iter_score_many,
     prepare_masks,
     score_many,
+    score_masks,
     score_volume,
     surface_dice,
     voi,
 )
-from napari_vesuvius.core.metric import score as score_module
 from napari_vesuvius.core.progress import Progress, run_job
 
 KEYS = {"score", "topo", "surface_dice", "voi_score", "voi_split", "voi_merge", "topo_counts"}
@@ -40,6 +40,13 @@ class _FakeTopo:
         }
     )
     f1: dict[int, float | None] = field(default_factory=lambda: {0: 0.4, 1: None, 2: 1 / 3})
+
+
+def _fake_topo(monkeypatch: pytest.MonkeyPatch, score: float) -> None:
+    """Replace the TopoScore of the tiles' counts (the tiles still run) by a fixed result."""
+    from napari_vesuvius.core.metric import topo
+
+    monkeypatch.setattr(topo, "topo_result", lambda counts, weights=None: _FakeTopo(score=score))
 
 
 def _sheet(shape: tuple[int, int, int] = (12, 16, 16), z: int = 5) -> np.ndarray:
@@ -96,7 +103,7 @@ def test_prepare_masks_errors() -> None:
 
 
 def test_weighted_sum_and_breakdown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(score_module, "_topo_term", lambda p, g, backend, **_: _FakeTopo(score=0.5))
+    _fake_topo(monkeypatch, 0.5)
     label = _sheet()
     pred = np.roll(label, 1, axis=0)
     pred[0:2, 0:2, 0:2] = 1  # dust
@@ -118,18 +125,33 @@ def test_weighted_sum_and_breakdown(monkeypatch: pytest.MonkeyPatch) -> None:
     json.dumps(out)
 
 
-def test_parallel_and_serial_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(score_module, "_topo_term", lambda p, g, backend, **_: _FakeTopo(score=0.25))
-    rng = np.random.default_rng(0)
-    label = (rng.random((10, 12, 14)) < 0.3).astype(np.uint8)
-    pred = rng.random((10, 12, 14)).astype(np.float32) * (rng.random((10, 12, 14)) < 0.3)
-    a = score_volume(pred, label, parallel=True, strict=False)  # float predictions: the official rule
-    b = score_volume(pred, label, parallel=False, strict=False)
-    assert a.to_dict() == b.to_dict()
+@pytest.mark.parametrize("seed", [0, 1])
+def test_threads_and_serial_agree(seed: int) -> None:
+    """One pool for TopoScore tiles, SurfaceDice and VOI: every thread count gives the same result."""
+    _needs_topo()
+    from napari_vesuvius.core.metric.memory import surface_dice_bytes, topo_tile_bytes, voi_bytes
+
+    rng = np.random.default_rng(seed)
+    label = (rng.random((20, 22, 24)) < 0.3).astype(np.uint8)
+    pred = rng.random((20, 22, 24)).astype(np.float32) * (rng.random((20, 22, 24)) < 0.3)
+    serial = score_volume(pred, label, workers=1, strict=False)  # float predictions: the official rule
+    assert any(c["m"] for c in serial.topo_counts.values())
+    for workers in (2, 3, None):
+        assert score_volume(pred, label, workers=workers, strict=False).to_dict() == serial.to_dict()
+    # a budget where no two jobs fit: they run one at a time, with the same result
+    pm, lm = prepare_masks(pred, label)
+    n_p, n_l = int(pm.sum()), int(lm.sum())
+    single = max(
+        surface_dice_bytes(pm.size, n_p, n_l),
+        voi_bytes(pm.size, n_p + n_l),
+        topo_tile_bytes(pm.size, n_p + n_l),
+    )
+    limited = score_masks(pm, lm, workers=2, memory_limit=int(1.2 * single))
+    assert limited.to_dict() == serial.to_dict()
 
 
 def test_score_is_clipped_and_backend_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(score_module, "_topo_term", lambda p, g, backend, **_: _FakeTopo(score=3.0))
+    _fake_topo(monkeypatch, 3.0)
     label = _sheet()
     assert score_volume(label, label).score == 1.0
     with pytest.raises(ValueError, match="topo_backend"):
@@ -137,7 +159,7 @@ def test_score_is_clipped_and_backend_checked(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_score_many_mean_and_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(score_module, "_topo_term", lambda p, g, backend, **_: _FakeTopo(score=1.0))
+    _fake_topo(monkeypatch, 1.0)
     label = _sheet()
     empty = np.zeros_like(label)
     seen: list[str] = []

@@ -376,3 +376,10 @@ def test_equals_reference_module() -> None:
         ref = topo_score(p, g, backend="betti_matching")
         assert ours.counts == ref.counts
         assert ours.score == pytest.approx(ref.score, abs=1e-12)
+
+
+def test_warm_up_loads_every_dimension() -> None:
+    """The kernels' warm-up (run while the score reads its volumes) matches bars in all dimensions."""
+    from napari_vesuvius.core.metric._betti_native import warm_up
+
+    assert all(counts["m"] > 0 for counts in warm_up().values())

@@ -290,3 +290,19 @@ def test_widget_shows_the_refusal(make_napari_viewer, qtbot) -> None:  # type: i
     qtbot.waitUntil(lambda: not widget.task.running, timeout=30000)
     assert widget.message.value.startswith("error: prob: mask dtype is float32")
     assert widget.last_score is None
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float32])
+def test_block_counts_equal_unique(dtype: type) -> None:
+    """The few-small-values shortcut of block_counts counts exactly like np.unique."""
+    from napari_vesuvius.core.value_checks import block_counts
+
+    rng = np.random.default_rng(3)
+    for high in (1, 2, 3, 4, 300):
+        values = rng.integers(0, high + 1, size=(5, 6, 7))
+        if dtype in (np.int8, np.int32, np.int64, np.float32):
+            values[0, 0, :3] = [-1, 0, 1]  # negative values take the general path
+        block = values.astype(dtype) if dtype is not np.bool_ else values.astype(bool)
+        unique, counts = np.unique(block.ravel(), return_counts=True)
+        assert block_counts(block) == {v.item(): int(c) for v, c in zip(unique, counts, strict=True)}
+    assert block_counts(np.zeros((0, 3, 3), np.uint8)) == {}

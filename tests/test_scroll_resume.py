@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 import zarr
@@ -47,3 +48,25 @@ def test_killed_worker_and_interrupted_run_resume_to_the_same_values(scan, tmp_p
     assert result.complete and result.blocks_before == record["blocks_done"]
     assert result.blocks_before + result.blocks_computed + result.blocks_air == 6
     assert_close(zarr.open_array(str(output), mode="r")[:], expected)
+
+
+def _variables() -> dict[str, str]:
+    """This process's glibc heap and OpenMP variables."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "OMP_NUM_THREADS"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_local_worker_processes_keep_freed_memory_and_the_client_environment_is_kept() -> None:
+    from napari_vesuvius.core.heap import heap_environment
+    from napari_vesuvius.core.scroll.cluster import Cluster
+
+    before = _variables()
+    cluster = Cluster(None, 1, True, "cpu", 1)
+    try:
+        (seen,) = cluster.client.run(_variables).values()
+    finally:
+        cluster.close()
+    assert {name: seen.get(name) for name in heap_environment(True)} == heap_environment(True)
+    assert seen["OMP_NUM_THREADS"] == "1"  # dask's own worker settings stay
+    assert _variables() == before  # the nanny's os.environ changes were put back

@@ -23,7 +23,7 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.metric.memory import MEMORY_LIMIT_ENV, parse_bytes
 from napari_vesuvius.core.metric.score import TOPO_BACKENDS, ScoreResult, ScoreSummary, score_volume
 from napari_vesuvius.core.progress import ConsoleProgress, Progress, run_job
-from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, open_volume
+from napari_vesuvius.core.volume.io import TIFF_SUFFIXES, is_zarr_path, open_array
 from napari_vesuvius.core.volume.io import volume_id as path_id
 
 
@@ -116,10 +116,10 @@ def iter_score_files(
     results: list[ScoreResult] = []
     yield Progress(0, len(pairs), "scoring")
     for done, (volume_id, pred_path, label_path) in enumerate(pairs, start=1):
-        with open_volume(pred_path) as pred, open_volume(label_path) as label:
+        with open_array(pred_path) as pred, open_array(label_path) as label:
             result = score_volume(
-                pred.data,
-                label.data,
+                pred,
+                label,
                 tolerance=tolerance,
                 topo_backend=topo_backend,
                 memory_limit=memory_limit,

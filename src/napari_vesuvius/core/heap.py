@@ -11,6 +11,12 @@ it: the ``train`` command does (it runs as its own process, also when the Train 
 ``predict`` command does for its in-memory sliding window, and so do the benchmarks that run training
 in-process. The cost is resident memory: a process keeps about its peak heap until it exits. Other C
 libraries and platforms are left alone (the call returns False).
+
+:func:`heap_environment` gives the same settings as glibc's environment variables, for processes this
+one starts: glibc reads them at start-up, before any thread exists. The dask workers of a full-scroll
+run get them (``core/scroll/cluster.py``): dask starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
+which sends every tensor above 128 KiB to a fresh ``mmap``, and a worker's task thread has its own
+arena besides; that made a block's forwards about twice as slow as the in-memory pass's.
 """
 
 from __future__ import annotations
@@ -53,3 +59,20 @@ def keep_freed_memory(single_arena: bool = False) -> bool:
     if single_arena:
         settings.insert(0, (_M_ARENA_MAX, 1))
     return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def heap_environment(single_arena: bool = False) -> dict[str, str]:
+    """:func:`keep_freed_memory`'s settings as the glibc environment variables of a new process.
+
+    Empty off Linux; elsewhere the variables are harmless (other C libraries ignore them).
+    """
+    if not sys.platform.startswith("linux"):
+        return {}
+    env = {
+        "MALLOC_MMAP_MAX_": "0",
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
+        "MALLOC_TOP_PAD_": str(TOP_PAD_BYTES),
+    }
+    if single_arena:
+        env["MALLOC_ARENA_MAX"] = "1"
+    return env

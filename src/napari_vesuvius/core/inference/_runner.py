@@ -14,14 +14,17 @@ the output. Constant non-zero tiles are computed once per value and reused.
 On CPU the tiles of a batch run side by side, one single-threaded forward per core, instead of one
 forward spread over all cores: PyTorch's intra-op parallelism of these small-channel 3D convolutions
 scales poorly on CPU, so this is faster (docs/benchmarks.md); slow layers are also swapped for
-faster equivalents (``_cpu_layers.py``). Both give the same probabilities up to float rounding.
+faster, fused equivalents (``_cpu_network.py``). Both give the same probabilities up to float rounding.
+On CUDA the next row's slab is read and normalised in a background thread while the GPU runs the
+current row, and batches go through pinned memory (``device.GpuTuning``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,12 @@ from napari_vesuvius.core.progress import Progress
 from . import device as devices
 from ._tiling import gaussian_weights, mirror_combinations, padded_shape, tile_grid
 from .model_api import InferenceModel
+
+
+@lru_cache(maxsize=1)
+def _reader() -> ThreadPoolExecutor:
+    """The one background thread that prefetches slabs (reads are sequential per runner anyway)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="slab-prefetch")
 
 
 class ModelRunner:
@@ -54,11 +63,12 @@ class ModelRunner:
         grid: Sequence[Sequence[int]] | None = None,
         check: Callable[[np.ndarray, int], None] | None = None,
         source: str | Path | None = None,
+        tuning: devices.GpuTuning | None = None,
     ) -> None:
         # ``grid``: tile starts per axis in padded coordinates (default: the nnU-Net grid of ``volume``).
         # The block runner (``blocks.py``) passes the part of a larger volume's grid that covers a block.
         # ``check(raw, z0)`` validates every slab read (``intensity.VoxelCheck``: NaN/Inf, value range);
-        # ``source`` names the volume's file in errors.
+        # ``source`` names the volume's file in errors; ``tuning``: how a CUDA run feeds the network.
         self.volume = volume
         self.model = model
         self.shape = tuple(int(s) for s in volume.shape)
@@ -82,10 +92,11 @@ class ModelRunner:
         except ValueError as error:
             raise VolumeError(source, f"cannot normalise the volume: {error}") from error
         self.mirror = [tuple(a + 2 for a in combo) for combo in mirror_combinations(tta_axes)]
-        self.networks = [net.to(device).eval() for net in model.networks]
+        self.tuning = tuning if tuning is not None else devices.GpuTuning()
+        self.networks = devices.prepare_networks(list(model.networks), device, self.tuning)
         self.cpu_workers = 1
         if device.type == "cpu":
-            from ._cpu_layers import accelerate_for_cpu
+            from ._cpu_network import accelerate_for_cpu
 
             self.networks = [accelerate_for_cpu(net) for net in self.networks]
             self.cpu_workers = max(1, min(torch.get_num_threads(), self.batch_size))
@@ -102,8 +113,21 @@ class ModelRunner:
         self.forward_s = 0.0
         self.front = 0  # original-volume z below which this model's probabilities were handed out
         self._raw_row: np.ndarray | None = None  # raw voxels of the row being blended (previews)
+        # CUDA: the next row's slab, read in a background thread while the GPU runs this row
+        self._prefetch = self.tuning.prefetch and device.type in devices.PREFETCH_DEVICES
+        self._next_row: tuple[int, Future] | None = None
 
     # ----------------------------------------------------------------------------------- reading
+    def _take_row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``index``'s slab (prefetched where it was), and start reading the next one if prefetching."""
+        z0 = self.rows[index]
+        pending, self._next_row = self._next_row, None
+        slab = pending[1].result() if pending is not None and pending[0] == z0 else self._read_row(z0)
+        if self._prefetch and index + 1 < len(self.rows):
+            following = self.rows[index + 1]
+            self._next_row = (following, _reader().submit(self._read_row, following))
+        return slab
+
     def _read_row(self, z0: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw and normalised voxels of the padded slab ``[z0, z0 + patch_z)``."""
         pz = self.patch[0]
@@ -161,6 +185,8 @@ class ModelRunner:
         batch = torch.from_numpy(tiles).unsqueeze(1)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
+            if self.tuning.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last_3d)
         else:
             batch = batch.to(self.device)
         return self._forward(batch)
@@ -267,7 +293,7 @@ class ModelRunner:
         """Blend row ``index``; yield after each batch; return the newly final probabilities."""
         z0 = self.rows[index]
         py, px = self.patch[1], self.patch[2]
-        raw, norm = self._read_row(z0)
+        raw, norm = self._take_row(index)
         self._raw_row = raw
         pending: list[tuple[np.ndarray, tuple[int, int], float | None]] = []
         done = done_before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -69,3 +70,40 @@ def empty_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+#: devices whose runs read the next slab in the background (``GpuTuning.prefetch``); on the CPU the
+#: reader would only take a core from the forward
+PREFETCH_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+@dataclass(frozen=True)
+class GpuTuning:
+    """How a CUDA run feeds and runs its networks (ignored on other devices); same probabilities either way.
+
+    ``prefetch``: read and normalise the next row of tiles in a background thread while the GPU runs
+    the current one (the GPU otherwise idles while a slab is read); ``cudnn_benchmark``: let cuDNN time
+    its algorithms for the fixed tile shape (as nnU-Net's predictor does); ``channels_last``: run the
+    networks in the ``channels_last_3d`` layout; ``compile``: ``torch.compile`` the networks (minutes of
+    compilation, repaid on a whole scroll). The defaults are what ``benchmarks/bench_gpu.py`` measured
+    or, where it has not run yet, PyTorch's plain behaviour.
+    """
+
+    prefetch: bool = True
+    cudnn_benchmark: bool = True
+    channels_last: bool = False
+    compile: bool = False
+
+
+def prepare_networks(networks: list[torch.nn.Module], device: torch.device, tuning: GpuTuning) -> list:
+    """The networks on ``device`` in eval mode, laid out and compiled as ``tuning`` says for CUDA."""
+    prepared = [network.to(device).eval() for network in networks]
+    if device.type != "cuda":
+        return prepared
+    if tuning.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    if tuning.channels_last:
+        prepared = [network.to(memory_format=torch.channels_last_3d) for network in prepared]
+    if tuning.compile:
+        prepared = [torch.compile(network) for network in prepared]
+    return prepared

@@ -132,6 +132,7 @@ def predict_volume(
     output: Any = None,
     source: str | Path | None = None,
     preview_s: float | None = None,
+    tuning: Any = None,
     **overrides: Any,
 ) -> Generator[Progress, None, PredictionResult]:
     """Sliding-window surface probability of a ``(Z, Y, X)`` CT volume (numpy or dask).
@@ -144,7 +145,8 @@ def predict_volume(
     ``core.volume`` array was opened from). ``preview_s``: for a viewer showing ``output`` while it
     fills (one model only), also write the row of tiles in progress, blended so far, at most every
     ``preview_s`` seconds; those voxels are overwritten by their final values later, so the result is
-    the same (None, the default: only final slabs are written). Returns a :class:`PredictionResult`.
+    the same (None, the default: only final slabs are written). ``tuning``: a
+    :class:`~.device.GpuTuning` for CUDA runs (None: its defaults). Returns a :class:`PredictionResult`.
     """
     from . import device as devices
     from ._runner import ModelRunner
@@ -181,6 +183,7 @@ def predict_volume(
             skip_air=window.skip_air,
             check=check,
             source=source,
+            tuning=tuning,
         )
         for m in members
     ]

@@ -252,3 +252,18 @@ def block_counts(
     if need[1] and u.b1 != 0:  # no union tunnel (when known): nothing can be matched
         counts[1]["m"] = _matched_dim1(p, g, u.mask, on_words)
     return counts
+
+
+def warm_up() -> dict[int, dict[str, int]]:
+    """Load every kernel (from numba's cache, or compile it) with the argument types scoring uses, on a
+    tiny pair with matched bars in all three dimensions. :func:`.score.score_volume` runs this on a
+    thread while it reads the volumes, so that a fresh process (the ``score`` command) does not pay
+    for it after reading."""
+    solid = np.zeros((9, 9, 9), dtype=bool)
+    solid[1:8, 1:8, 1:8] = True
+    solid[2, 2, 2] = False  # a cavity
+    solid[5, 5, :] = False  # a tunnel
+    solid[0, 0, 0] = True  # a second component
+    other = solid.copy()
+    other[0, 0, 1] = True
+    return block_counts(solid, other)

@@ -8,7 +8,7 @@ foreground voxels (prediction + label), ``U = min(V, F)`` and ``S = Σ min(V, 4�
 
     2·V                       the two cropped boolean masks, held throughout
   + max(
-      reading      one block of each volume and its masks while the box is filled (a few MB to ~100 MB)
+      reading      the blocks of both volumes being read (up to 3 at once, on 2 threads) and their masks
       SurfaceDice  6·V + 10·S      corner codes, surfel maps, 5 bytes per surfel and its work list
       VOI          5·V + 12·U      the union, uint32 component labels, the pair table
       TopoScore    per 2×2×2 tile running (its own foreground box ``T``, foreground ``F_t``):
@@ -39,7 +39,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import VolumeError
@@ -112,6 +113,17 @@ def memory_limit(explicit: int | str | None = None) -> int | None:
     return available_memory()
 
 
+def surface_dice_bytes(box_voxels: int, pred_voxels: int, label_voxels: int) -> int:
+    """SurfaceDice of masks of ``box_voxels`` with these foreground voxels (surfels bounded per side)."""
+    surfels = sum(min(box_voxels, SURFELS_PER_FOREGROUND * int(n)) for n in (pred_voxels, label_voxels))
+    return SURFACE_DICE_BYTES[0] * box_voxels + SURFACE_DICE_BYTES[1] * surfels
+
+
+def voi_bytes(box_voxels: int, foreground: int) -> int:
+    """VOI of masks of ``box_voxels`` with ``foreground`` voxels (prediction + label)."""
+    return VOI_BYTES[0] * box_voxels + VOI_BYTES[1] * min(box_voxels, foreground)
+
+
 def topo_sweep_bytes(voxels: int, foreground: int, word_bytes: int) -> int:
     """A TopoScore tile during its dimension-1 sweep, whose random cycles take ``word_bytes``."""
     per_voxel, per_fg = TOPO_SWEEP_BYTES
@@ -160,13 +172,12 @@ def estimate(
     the bytes of reading one block of both volumes (``reading``)."""
     v = int(box_voxels)
     f = int(pred_voxels) + int(label_voxels)
-    surfels = sum(min(v, SURFELS_PER_FOREGROUND * int(n)) for n in (pred_voxels, label_voxels))
     return MemoryEstimate(
         box_voxels=v,
         foreground=f,
         masks=MASK_BYTES_PER_VOXEL * v,
-        surface_dice=SURFACE_DICE_BYTES[0] * v + SURFACE_DICE_BYTES[1] * surfels,
-        voi=VOI_BYTES[0] * v + VOI_BYTES[1] * min(v, f),
+        surface_dice=surface_dice_bytes(v, int(pred_voxels), int(label_voxels)),
+        voi=voi_bytes(v, f),
         topo_tile=max((topo_tile_bytes(t, n) for t, n in tiles), default=0),
         reading=int(reading),
     )
@@ -214,6 +225,15 @@ class ByteBudget:
             self.used -= nbytes
             self.running -= 1
             self._cond.notify_all()
+
+    @contextmanager
+    def held(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` while the block runs (waiting until they fit, see :meth:`acquire`)."""
+        self.acquire(nbytes)
+        try:
+            yield
+        finally:
+            self.release(nbytes)
 
     def grow(self, held: int, total: int, what: str) -> int:
         """Raise a running job's share from ``held`` to ``total`` bytes; returns the new share."""

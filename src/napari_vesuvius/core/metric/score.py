@@ -5,9 +5,8 @@ preprocessing: shapes must match and be 3D; where the label is 2 (ignore) both v
 foreground is ``x != 0`` with NaN counted as 0. :func:`score_volume` first checks the inputs like
 ``export`` does (a 0/1 prediction mask, 0/1/2 labels; ``strict=False`` skips that), reads them block by
 block keeping only the foreground box (:mod:`.inputs`), and refuses up front what cannot fit in memory
-(:mod:`.memory`). The three terms are independent and can run in parallel threads (``parallel=True``);
-on the 2-core reference machine that was slower than running them one after the other (TopoScore
-already spreads its tiles over the cores), so serial is the default.
+(:mod:`.memory`). TopoScore's tiles, SurfaceDice and VOI are independent jobs sharing one thread pool,
+largest first (:mod:`.jobs`), so that every core stays busy until the end.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..progress import Progress, run_job
-from ..value_checks import block_bytes
-from .inputs import check_pair, foreground, load, scan
+from .inputs import check_pair, foreground, load, reading_bytes, scan
+from .jobs import COST_PER_VOXEL, Job, run_jobs
 from .surface_dice import surface_dice
-from .topo import Frame
+from .topo import Frame, TileBox
 from .voi import voi
 
 #: Weights of (TopoScore, SurfaceDice, VOI_score) in the leaderboard score.
@@ -35,6 +34,9 @@ _APPLIED_WEIGHTS = tuple(w / sum(SCORE_WEIGHTS) for w in SCORE_WEIGHTS)
 #: The floating-point terms of a score, in the order of the CLI/JSON output.
 SCORE_KEYS = ("score", "topo", "surface_dice", "voi_score", "voi_split", "voi_merge")
 TOPO_BACKENDS = ("auto", "native", "betti_matching")
+#: At most this many bytes (and a quarter of the memory limit) of the blocks' foreground are kept
+#: while scanning, so that loading the foreground box reads nothing twice (see :func:`.inputs.scan`).
+_KEEP_CAP = 2 * 1024**3
 
 ArrayLike = Any
 Source = Any  # an array (numpy, dask, anything np.asarray takes) or a zero-argument callable returning one
@@ -101,16 +103,10 @@ def prepare_masks(pred: ArrayLike, label: ArrayLike) -> tuple[np.ndarray, np.nda
     return foreground(np.asarray(pred), np.asarray(label))
 
 
-def _topo_term(
-    pred: np.ndarray,
-    label: np.ndarray,
-    backend: str,
-    frame: Frame | None = None,
-    memory_limit: int | None = None,
-) -> Any:
-    from .topo import topo_score  # imported lazily: torch-free but heavy, and optional backends
+def _warm_up() -> None:
+    from ._betti_native import warm_up
 
-    return topo_score(pred, label, backend=backend, frame=frame, memory_limit=memory_limit)
+    warm_up()
 
 
 def score_masks(
@@ -120,47 +116,52 @@ def score_masks(
     tolerance: float = 2.0,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
-    parallel: bool = False,
+    workers: int | None = None,
     frame: Frame | None = None,
     memory_limit: int | None = None,
+    tile_boxes: Sequence[TileBox] | None = None,
 ) -> ScoreResult:
     """Score two boolean masks that already went through :func:`prepare_masks`.
 
-    ``frame`` says where cropped masks lie in their full volume (TopoScore tiles the full volume);
-    ``memory_limit`` bounds the bytes TopoScore's concurrent tiles may use (see :mod:`.memory`).
+    TopoScore's tiles, SurfaceDice and VOI run as independent jobs on one pool of ``workers`` threads
+    (default: the CPUs; 1: one after the other; see :mod:`.jobs`), largest first; the result does not
+    depend on it. ``frame`` says where cropped masks lie in their full volume (TopoScore tiles the full
+    volume) and ``tile_boxes`` are the tiles' computation boxes when already known (see
+    :func:`.inputs.scan`); ``memory_limit`` bounds the bytes the running jobs may hold together (see
+    :mod:`.memory`). ``timings`` holds each term's seconds from its first job's start to its last's end.
     """
+    from .memory import ByteBudget, surface_dice_bytes, voi_bytes
+    from .topo import sum_counts, topo_jobs, topo_result  # lazily: torch-free but heavy (numba)
+
     if topo_backend not in TOPO_BACKENDS:
         raise ValueError(f"topo_backend must be one of {TOPO_BACKENDS}, got {topo_backend!r}")
-    timings: dict[str, float] = {}
+    budget = ByteBudget(memory_limit)
+    sd_bytes = v_bytes = 0
+    if memory_limit is not None:
+        n_pred, n_label = int(np.count_nonzero(pred)), int(np.count_nonzero(label))
+        sd_bytes = surface_dice_bytes(pred.size, n_pred, n_label)
+        v_bytes = voi_bytes(pred.size, n_pred + n_label)
 
-    def timed(name: str, func: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            start = time.perf_counter()
-            try:
-                return func()
-            finally:
-                timings[name] = time.perf_counter() - start
+    def sd_job() -> float:
+        with budget.held(sd_bytes):
+            return float(surface_dice(pred, label, tolerance=tolerance, spacing=spacing))
 
-        return run
+    def voi_job() -> Any:
+        with budget.held(v_bytes):
+            return voi(pred, label)
 
-    jobs = {
-        "topo": timed(
-            "topo",
-            lambda: _topo_term(pred, label, topo_backend, frame=frame, memory_limit=memory_limit),
-        ),
-        "surface_dice": timed(
-            "surface_dice", lambda: surface_dice(pred, label, tolerance=tolerance, spacing=spacing)
-        ),
-        "voi": timed("voi", lambda: voi(pred, label)),
-    }
-    if parallel:
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="score") as pool:
-            futures = {name: pool.submit(job) for name, job in jobs.items()}
-            values = {name: future.result() for name, future in futures.items()}
-    else:
-        values = {name: job() for name, job in jobs.items()}
-
-    topo, sd, v = values["topo"], float(values["surface_dice"]), values["voi"]
+    tiles = topo_jobs(pred, label, budget=budget, backend=topo_backend, frame=frame, boxes=tile_boxes)
+    jobs = [
+        *tiles,
+        Job("surface_dice", sd_job, COST_PER_VOXEL["surface_dice"] * pred.size),
+        Job("voi", voi_job, COST_PER_VOXEL["voi"] * pred.size),
+    ]
+    if topo_backend == "betti_matching":
+        workers = 1  # the reference module holds the GIL: threads would only add memory
+    results, timings = run_jobs(jobs, workers)
+    topo = topo_result(sum_counts(results[: len(tiles)]))
+    timings.setdefault("topo", 0.0)
+    sd, v = results[len(tiles)], results[len(tiles) + 1]
     w_topo, w_sd, w_voi = _APPLIED_WEIGHTS
     total = w_topo * float(topo.score) + w_sd * sd + w_voi * v.score
     return ScoreResult(
@@ -183,7 +184,7 @@ def score_volume(
     tolerance: float = 2.0,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     topo_backend: str = "auto",
-    parallel: bool = False,
+    workers: int | None = None,
     strict: bool = True,
     memory_limit: int | str | None = None,
     names: tuple[str | Path | None, str | Path | None] = (None, None),
@@ -198,25 +199,29 @@ def score_volume(
     Both volumes are read block by block and only the foreground box is held (see :mod:`.inputs`);
     the peak memory is estimated first and scoring is refused when it exceeds ``memory_limit`` (bytes
     or ``"8G"``; default ``$NAPARI_VESUVIUS_MEMORY_LIMIT`` or the available memory; see :mod:`.memory`).
-    ``names`` (prediction, label) are the files that errors name. ``timings`` holds seconds for
-    ``prepare``, ``topo``, ``surface_dice``, ``voi`` and ``total``; ``parallel=True`` runs the three
-    terms in threads (their timings then overlap).
+    ``names`` (prediction, label) are the files that errors name. ``workers``: threads (see
+    :func:`score_masks`). ``timings`` holds seconds for ``prepare``, ``topo``, ``surface_dice``,
+    ``voi`` (which overlap when they run side by side) and ``total``.
     """
     from .memory import MetricMemoryError, check_fits, estimate
     from .memory import memory_limit as resolve_limit
 
     start = time.perf_counter()
-    found = scan(pred, label, strict=strict, names=names)
+    warming = None
+    if topo_backend != "betti_matching":  # load the kernels while the volumes are read
+        warming = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-warm-up")
+        warmed = warming.submit(_warm_up)
+        warming.shutdown(wait=False)
     limit = resolve_limit(memory_limit)
-    reading = block_bytes([pred, label])
-    need = estimate(found.box_voxels, found.pred_voxels, found.label_voxels, found.tiles, reading)
+    keep = _KEEP_CAP if limit is None else min(limit // 4, _KEEP_CAP)
+    found = scan(pred, label, strict=strict, names=names, keep_bytes=keep)
+    reading = reading_bytes(pred, label)
+    need = estimate(found.box_voxels, found.pred_voxels, found.label_voxels, found.tile_sizes, reading)
     check_fits(need, limit, found.box_shape, names[0])
     masks = load(pred, label, found)
+    if warming is not None:
+        warmed.result()
     prepared = time.perf_counter()
-    topo_limit = None
-    if limit is not None:
-        others = need.surface_dice + need.voi if parallel else 0
-        topo_limit = max(limit - need.masks - others, 0)
     try:
         result = score_masks(
             masks.pred,
@@ -224,9 +229,10 @@ def score_volume(
             tolerance=tolerance,
             spacing=spacing,
             topo_backend=topo_backend,
-            parallel=parallel,
+            workers=workers,
             frame=masks.frame,
-            memory_limit=topo_limit,
+            memory_limit=None if limit is None else max(limit - need.masks, 0),
+            tile_boxes=found.tiles,
         )
     except MetricMemoryError as error:
         if error.path is None and names[0] is not None:
@@ -260,6 +266,7 @@ def iter_score_many(
     on_result: Callable[[str, ScoreResult], Any] | None = None,
     strict: bool = True,
     memory_limit: int | str | None = None,
+    workers: int | None = None,
 ) -> Iterator[Progress]:
     """Job generator scoring ``(pred, label)`` or ``(id, pred, label)`` pairs; returns a ScoreSummary.
 
@@ -279,6 +286,7 @@ def iter_score_many(
             topo_backend=topo_backend,
             strict=strict,
             memory_limit=memory_limit,
+            workers=workers,
         )
         ids.append(item_id)
         results.append(result)
@@ -296,6 +304,7 @@ def score_many(
     topo_backend: str = "auto",
     strict: bool = True,
     memory_limit: int | str | None = None,
+    workers: int | None = None,
 ) -> ScoreSummary:
     """Score several volumes synchronously (see :func:`iter_score_many`); ``.mean`` holds the mean."""
     return run_job(
@@ -306,5 +315,6 @@ def score_many(
             topo_backend=topo_backend,
             strict=strict,
             memory_limit=memory_limit,
+            workers=workers,
         )
     )

@@ -10,22 +10,26 @@ when none is active.
 
 ``backend="native"`` (the default, "auto") is this package's exact algorithm for binary inputs
 (:mod:`._betti_native`, numba kernels in :mod:`._betti_kernels`); ``"betti_matching"`` calls the
-reference module when it is importable (for cross-checks). Tiles run on a thread pool.
+reference module when it is importable (for cross-checks). Tiles are independent jobs
+(:mod:`.jobs`): :func:`topo_counts` runs them on a thread pool, the score shares its pool with them.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VolumeError
+from .jobs import COST_PER_VOXEL, Job, run_jobs
+
+if TYPE_CHECKING:
+    from .memory import ByteBudget
 
 DIMS = (0, 1, 2)
 DEFAULT_WEIGHTS = (0.34, 0.33, 0.33)
@@ -237,24 +241,24 @@ def tile_boxes(
     return out
 
 
-def topo_counts(
+def topo_jobs(
     pred: Any,
     label: Any,
     *,
+    budget: ByteBudget,
     tiles: Sequence[int] = DEFAULT_TILES,
     backend: str = "auto",
     frame: Frame | None = None,
-    memory_limit: int | None = None,
-    workers: int | None = None,
-) -> Counts:
-    """Per-dimension ``{"m", "p", "g"}`` summed over the tiles of ``pred`` and ``label``.
+    boxes: Sequence[TileBox] | None = None,
+) -> list[Job]:
+    """One job per non-empty tile, each returning that tile's counts (add them with :func:`sum_counts`).
 
     ``frame`` places cropped masks in their full volume (the tiling is the full volume's). Each tile is
-    computed on its foreground box only (see :func:`tile_boxes`; empty tiles count nothing), one copy
-    per running tile. Tiles run on up to ``workers`` threads (default: the CPUs) as long as their
-    estimated memory fits ``memory_limit`` bytes (None: no limit), see :class:`.memory.ByteBudget`.
+    computed on its foreground box only (see :func:`tile_boxes`; ``boxes`` when they are known already,
+    e.g. from :func:`.inputs.scan`), one copy per running tile, holding its estimated bytes of
+    ``budget`` while it runs (see :class:`.memory.ByteBudget`).
     """
-    from .memory import ByteBudget, topo_sweep_bytes, topo_tile_bytes
+    from .memory import topo_sweep_bytes, topo_tile_bytes
 
     fn = _backend_fn(backend)
     p, g = _check_inputs(pred, label)
@@ -264,8 +268,8 @@ def topo_counts(
         raise ValueError(
             f"masks of shape {p.shape} at {frame.origin} do not fit a volume of shape {frame.shape}"
         )
-    boxes = tile_boxes(p, g, frame, tiles)
-    budget = ByteBudget(memory_limit)
+    if boxes is None:
+        boxes = tile_boxes(p, g, frame, tiles)
 
     def run(box: TileBox) -> Counts:
         foreground = box.pred_voxels + box.label_voxels
@@ -284,18 +288,47 @@ def topo_counts(
         finally:
             budget.release(held)
 
-    n_workers = max(1, min(len(boxes), workers or os.cpu_count() or 1))
-    if n_workers > 1 and backend != "betti_matching":
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:  # numba kernels release the GIL
-            results = list(pool.map(run, boxes))
-    else:
-        results = [run(box) for box in boxes]
+    cost = COST_PER_VOXEL["topo"]
+    return [Job("topo", functools.partial(run, box), cost * box.voxels) for box in boxes]
+
+
+def sum_counts(results: Sequence[Counts]) -> Counts:
+    """Per-dimension counts summed over tiles."""
     total = {k: {"m": 0, "p": 0, "g": 0} for k in DIMS}
     for r in results:
         for k in DIMS:
             for key in ("m", "p", "g"):
                 total[k][key] += r[k][key]
     return total
+
+
+def topo_counts(
+    pred: Any,
+    label: Any,
+    *,
+    tiles: Sequence[int] = DEFAULT_TILES,
+    backend: str = "auto",
+    frame: Frame | None = None,
+    memory_limit: int | None = None,
+    workers: int | None = None,
+) -> Counts:
+    """Per-dimension ``{"m", "p", "g"}`` summed over the tiles of ``pred`` and ``label``.
+
+    Tiles (see :func:`topo_jobs`) run on up to ``workers`` threads (default: the CPUs; the reference
+    backend one at a time) as long as their estimated memory fits ``memory_limit`` bytes (None: no
+    limit).
+    """
+    from .memory import ByteBudget
+
+    jobs = topo_jobs(pred, label, budget=ByteBudget(memory_limit), tiles=tiles, backend=backend, frame=frame)
+    results, _ = run_jobs(jobs, 1 if backend == "betti_matching" else workers)
+    return sum_counts(results)
+
+
+def topo_result(counts: Counts, weights: Sequence[float] = DEFAULT_WEIGHTS) -> TopoResult:
+    """TopoScore and per-dimension F1 of counts summed over tiles."""
+    f1 = topo_f1(counts)
+    return TopoResult(score=combine(f1, weights), counts=counts, f1=f1)
 
 
 def topo_score(
@@ -317,5 +350,4 @@ def topo_score(
     if len(weights) != len(DIMS):
         raise ValueError(f"weights must have {len(DIMS)} entries, got {len(weights)}")
     counts = topo_counts(pred, label, tiles=tiles, backend=backend, frame=frame, memory_limit=memory_limit)
-    f1 = topo_f1(counts)
-    return TopoResult(score=combine(f1, weights), counts=counts, f1=f1)
+    return topo_result(counts, weights)

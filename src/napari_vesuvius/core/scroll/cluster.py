@@ -2,9 +2,13 @@
 
 A ``LocalCluster`` by default: one worker per GPU when CUDA is used, else one per four CPU cores; each
 worker runs one block at a time (memory is bounded by the block size) with ``cores // workers`` torch
-threads. ``--scheduler ADDRESS`` joins an existing cluster instead (its workers keep their own thread
-settings). The client is never made the process-wide dask default, so dask arrays elsewhere in the
-process (napari layers) keep computing locally.
+threads. Worker processes keep freed memory for reuse (glibc settings of ``core/heap.py``, as the
+in-memory ``predict`` command does): dask's default ``MALLOC_TRIM_THRESHOLD_`` made every activation
+a fresh ``mmap`` and a block's forwards twice as slow. ``--scheduler ADDRESS`` joins an existing
+cluster instead (its workers keep their own thread and heap settings: start them with
+``heap.heap_environment(True)`` in their environment for the same speed). The client is never made
+the process-wide dask default, so dask arrays elsewhere in the process (napari layers) keep computing
+locally.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import queue
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from napari_vesuvius.core.errors import VesuviusError
@@ -60,13 +64,14 @@ class Cluster:
                 ) from None
         else:
             count = int(workers) if workers else default_workers(device)
-            self.local = LocalCluster(
-                n_workers=count,
-                threads_per_worker=1,
-                processes=processes,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
+            with _worker_environment() if processes else contextlib.nullcontext():
+                self.local = LocalCluster(
+                    n_workers=count,
+                    threads_per_worker=1,
+                    processes=processes,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                )
             self.client = Client(self.local, set_as_default=False)
             self.torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // count)
         self.plugins: list[str] = []
@@ -96,6 +101,35 @@ class Cluster:
         if self.local is not None:
             with contextlib.suppress(Exception):
                 self.local.close()
+
+
+@contextlib.contextmanager
+def _worker_environment() -> Iterator[None]:
+    """Worker processes started meanwhile (and restarted later) get ``core/heap.py``'s settings.
+
+    dask's nanny takes its variables from this process's ``os.environ`` where set there (an earlier
+    cluster leaves its own), puts them into it and spawns the worker (glibc reads them at start-up);
+    ``os.environ`` is put back as it was afterwards, so later subprocesses of the client (a training
+    run) inherit neither one OpenMP thread nor the workers' heap settings.
+    """
+    import dask
+
+    from napari_vesuvius.core.heap import heap_environment
+
+    key = "distributed.nanny.pre-spawn-environ"
+    heap = heap_environment(single_arena=True)
+    env = {**dask.config.get(key, {}), **heap}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(heap)
+    try:
+        with dask.config.set({key: env}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class BlockStream:

@@ -96,6 +96,7 @@ class ScrollResult:
     workers: int
     max_worker_rss_mb: float
     complete: bool
+    worker_cpu_s: float = 0.0  # CPU seconds of the worker processes in this run's block tasks
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -217,6 +218,7 @@ class _Tally:
         self.voxels = self.compute_voxels = 0
         self.rss = 0.0
         self.retries = 0  # remote input reads tried again by the workers
+        self.cpu_s = 0.0  # worker CPU seconds of the finished tasks
 
     def add(self, outcome: Any) -> None:
         region = self.grid.region(outcome.index)
@@ -224,6 +226,7 @@ class _Tally:
         self.voxels += voxels
         self.rss = max(self.rss, outcome.rss_mb)
         self.retries += getattr(outcome, "remote_retries", 0)
+        self.cpu_s += getattr(outcome, "cpu_s", 0.0)
         if outcome.air:
             self.air += 1
             return
@@ -257,6 +260,7 @@ class _Tally:
             workers=workers,
             max_worker_rss_mb=self.rss,
             complete=complete,
+            worker_cpu_s=self.cpu_s,
             settings=plan.settings,
         )
 

@@ -13,6 +13,7 @@ and its worker-owned pyramid levels, and return the coarse levels the client wri
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class BlockOutcome:
     coarse: dict[int, bytes] = field(default_factory=dict)
     #: reads of a remote input this block tried again (HTTP 429 / 5xx, timeouts); progress reports them
     remote_retries: int = 0
+    #: CPU seconds of the worker process during the task (all its threads; in a threaded cluster also the
+    #: other workers sharing the process)
+    cpu_s: float = 0.0
 
     def coarse_array(self, level: int, shape: Sequence[int]) -> np.ndarray:
         return np.frombuffer(zlib.decompress(self.coarse[level]), np.uint8).reshape(tuple(shape))
@@ -157,7 +161,9 @@ class ScrollPlugin(WorkerPlugin):
         source = self.array(state, self.job.input_location, "r")
         stats = getattr(getattr(source, "source", source).store, "stats", None)
         before = stats.retries if stats is not None else 0
+        cpu = time.process_time()
         outcome = self._run(worker, index)
+        outcome.cpu_s = time.process_time() - cpu
         outcome.remote_retries = (stats.retries - before) if stats is not None else 0
         return outcome
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask.array as da
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
@@ -49,6 +49,9 @@ from napari_vesuvius.core.volume.write import (
     write_ome_zarr,
     write_volume,
 )
+
+if TYPE_CHECKING:
+    import dask.array as da  # imported where used: reading a TIFF for scoring needs no dask
 
 VolumeKind = Literal["tiff", "tiff-folder", "zarr", "ome-zarr"]
 
@@ -167,9 +170,15 @@ class GuardedSource:
 _SOURCES: weakref.WeakValueDictionary[str, GuardedSource] = weakref.WeakValueDictionary()
 
 
+def _is_dask(array: Any) -> bool:
+    """True for a dask array (without importing dask: an array cannot be one before dask is imported)."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(array, dask_array.Array)
+
+
 def source_path(array: Any) -> Path | None:
     """The file an array was opened from by this module (its dask array or guarded source), else None."""
-    if isinstance(array, da.Array):
+    if _is_dask(array):
         source = _SOURCES.get(array.name)
         return source.path if source is not None else None
     path = getattr(array, "path", None) if isinstance(array, GuardedSource) else None
@@ -177,6 +186,8 @@ def source_path(array: Any) -> Path | None:
 
 
 def _as_dask(source: Any, path: Path | str, chunks: Sequence[int]) -> da.Array:
+    import dask.array as da
+
     guarded = GuardedSource(source, path)
     meta = np.empty((0,) * guarded.ndim, dtype=guarded.dtype)
     array = da.from_array(guarded, chunks=tuple(chunks), asarray=False, lock=False, fancy=False, meta=meta)
@@ -366,6 +377,41 @@ def open_volume(
         raise
 
 
+class ChunkedSource(GuardedSource):
+    """A :class:`GuardedSource` with the ``chunks`` its dask array would have: block readers
+    (:mod:`napari_vesuvius.core.value_checks`) read it in the same blocks, straight from the file."""
+
+    def __init__(self, source: Any, path: Path | str, chunks: Sequence[int]) -> None:
+        super().__init__(source, path)
+        self.chunks = tuple(int(n) for n in chunks)
+
+
+@contextlib.contextmanager
+def open_array(path: str | Path) -> Iterator[Any]:
+    """A volume's full-resolution voxels as an array-like (``array[region]`` gives numpy, read errors
+    name the file), closed on exit: for jobs that read their own blocks (score).
+
+    A local TIFF is read through its page stack without building a dask array (importing dask is most
+    of a short command's start-up), placement tags checked as :func:`open_volume` does; any other
+    volume is :func:`open_volume`'s dask array.
+    """
+    from napari_vesuvius.core.volume.remote import is_url
+
+    if not is_url(path) and Path(path).suffix.lower() in TIFF_SUFFIXES and Path(path).is_file():
+        from napari_vesuvius.core.volume.tiff_spatial import read_tiff_spatial
+
+        path = Path(path)
+        source, tif = open_tiff_source(path)
+        try:
+            read_tiff_spatial(tif, path)  # the same warnings as open_volume
+            yield ChunkedSource(source, path, slab_chunks(source.shape, np.dtype(source.dtype).itemsize))
+        finally:
+            tif.close()
+    else:
+        with open_volume(path) as volume:
+            yield volume.data
+
+
 def open_labels(
     path: str | Path, image_shape: Sequence[int] | None = None, *, check_values: bool = False
 ) -> LazyVolume:
@@ -389,6 +435,8 @@ def open_labels(
 # ------------------------------------------------------------------------------------------- analysis
 def iter_label_counts(array: Any) -> Iterator[Progress]:
     """Job: count voxels per value chunk by chunk (memory: one chunk at a time); returns {value: count}."""
+    import dask.array as da
+
     array = array if isinstance(array, da.Array) else da.from_array(np.asarray(array))
     blocks = array.to_delayed().ravel()
     totals: dict[int | float, int] = {}
@@ -421,7 +469,7 @@ def central_sample(array: Any, max_pixels: int = 256 * 256) -> np.ndarray:
     side = math.isqrt(max_pixels)
     y0, x0 = max(0, (y - side) // 2), max(0, (x - side) // 2)
     region = (z // 2, slice(y0, y0 + side), slice(x0, x0 + side))
-    source = _SOURCES.get(getattr(array, "name", None)) if isinstance(array, da.Array) else None
+    source = _SOURCES.get(getattr(array, "name", None)) if _is_dask(array) else None
     return np.asarray((source if source is not None else array)[region])
 
 

@@ -20,9 +20,8 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from napari_vesuvius.core.atomic import remove_path, temp_sibling
@@ -38,6 +37,9 @@ from napari_vesuvius.core.volume.base import (
 from napari_vesuvius.core.volume.ngff import multiscales_attrs, validate_ome_zarr_group
 from napari_vesuvius.core.volume.spatial import Downsample, Spatial
 from napari_vesuvius.core.volume.zarr_write import as_dask_input, swap_in
+
+if TYPE_CHECKING:
+    import dask.array as da  # imported where used: reading a TIFF for scoring needs no dask
 
 #: Voxels of a pyramid level computed at once (its source region is 8× as many): one 128³ chunk.
 REGION_VOXELS = 128**3

@@ -14,9 +14,8 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from napari_vesuvius.core.errors import VolumeError
@@ -24,6 +23,9 @@ from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.core.volume.base import slab_chunks
 from napari_vesuvius.core.volume.spatial import Spatial
 from napari_vesuvius.core.volume.tiff_spatial import tiff_write_options
+
+if TYPE_CHECKING:
+    import dask.array as da  # imported where used: reading a TIFF for scoring needs no dask
 
 
 class _AbortWrite(Exception):

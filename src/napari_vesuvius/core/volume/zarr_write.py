@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from napari_vesuvius.core.atomic import remove_path, temp_sibling
@@ -20,6 +19,9 @@ from napari_vesuvius.core.errors import VolumeError
 from napari_vesuvius.core.progress import Progress
 from napari_vesuvius.core.volume.base import DEFAULT_ZARR_FORMAT, check_zarr_format, slab_chunks
 from napari_vesuvius.core.volume.spatial import SPATIAL_ATTR, Spatial
+
+if TYPE_CHECKING:
+    import dask.array as da  # imported where used: reading a TIFF for scoring needs no dask
 
 
 def swap_in(tmp: Path, target: Path) -> None:
@@ -40,6 +42,8 @@ def swap_in(tmp: Path, target: Path) -> None:
 
 
 def as_dask_input(array: Any) -> da.Array:
+    import dask.array as da
+
     if isinstance(array, da.Array):
         return array
     if isinstance(array, np.ndarray):
