@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,12 +38,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks._networks import build_network, forward_gflop  # noqa: E402
-from napari_vesuvius.core.inference._tiling import tile_grid  # noqa: E402
+from benchmarks.bench_inference import STEP, compare, make_volume, run_nnunet, tiles_of  # noqa: E402
 from napari_vesuvius.core.inference.device import GpuTuning  # noqa: E402
 from napari_vesuvius.core.inference.engine import predict  # noqa: E402
 from napari_vesuvius.core.inference.model_api import InferenceModel, Normalization  # noqa: E402
 
-STEP = 0.5
 TILE_HEADER = ["candidate", "precision", "layout", "batch", "tiles/s", "ms / tile", "TFLOP/s", "peak GPU MiB",
                "vs nnU-Net way"]  # fmt: skip
 VOLUME_HEADER = ["method", "precision", "wall (s)", "tiles/s", "vs nnUNetPredictor", "peak GPU MiB",
@@ -133,37 +131,6 @@ def time_tiles(
     return runs * candidate.batch / elapsed, peak
 
 
-def make_volume(size: int) -> np.ndarray:
-    from napari_vesuvius.core.synthetic import make_fragment
-
-    return make_fragment((size, size, size), seed=7).image
-
-
-def run_nnunet(
-    network: torch.nn.Module, norm: np.ndarray, patch: tuple[int, ...], device: torch.device
-) -> np.ndarray:
-    """nnU-Net v2's sliding window on ``device`` (all on the GPU, fp16 autocast): class-1 probability."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    predictor = nnUNetPredictor(tile_step_size=STEP, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=device.type == "cuda", device=device,
-                                allow_tqdm=False)  # fmt: skip
-    predictor.network = network.to(device)
-    predictor.list_of_parameters = [network.state_dict()]
-    predictor.configuration_manager = SimpleNamespace(patch_size=list(patch))
-    predictor.label_manager = SimpleNamespace(num_segmentation_heads=2)
-    predictor.allowed_mirroring_axes = None
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(norm)[None])
-    return torch.softmax(logits.float(), 0)[1].cpu().numpy()
-
-
-def compare(prob: np.ndarray, reference: np.ndarray, border: int = 8) -> tuple[float, float, str]:
-    diff = np.abs(prob.astype(np.float32) - reference)
-    inner = tuple(slice(border, -border) for _ in range(3))
-    flips = float(np.mean((prob >= 0.5) != (reference >= 0.5)))
-    return float(diff.max()), float(diff[inner].max()), f"{100 * flips:.3f}%"
-
-
 def timed(device: torch.device, run: Callable[[], Any]) -> tuple[Any, float, float | str]:
     """(result, wall seconds, peak GPU MiB) of ``run()``."""
     reset_peak(device)
@@ -243,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     norm = norm_spec.apply(volume)
     air = volume == 0
     model = InferenceModel([copy.deepcopy(network)], patch, normalization=norm_spec, name=args.network)
-    n_tiles = int(np.prod([len(starts) for starts in tile_grid(norm.shape, patch, STEP)]))
+    n_tiles = len(tiles_of(norm, patch))
     common = {"step": STEP, "batch_size": 2, "device": device.type, "output_dtype": "float32"}
 
     def engine(precision: str, tuning: GpuTuning | None = None) -> np.ndarray:
@@ -260,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         prob = np.asarray(prob, dtype=np.float32)
         prob[air] = 0
         walls[label] = wall
-        volume_rows.append([label, precision, wall, n_tiles / wall, "", peak, *compare(prob, reference)])
+        delta, delta_inner, flips = compare(prob, reference)
+        row = [label, precision, wall, n_tiles / wall, "", peak, delta, delta_inner, f"{100 * flips:.3f}%"]
+        volume_rows.append(row)
         print(f"  {label}: {wall:.1f} s", file=sys.stderr)
 
     nnunet_label = "nnU-Net v2 nnUNetPredictor (on device)"

@@ -92,20 +92,26 @@ def run_monai(network: torch.nn.Module, norm: np.ndarray, patch: tuple[int, int,
     return torch.softmax(logits[0].float(), 0)[1].numpy()
 
 
-def run_nnunet(network: torch.nn.Module, norm: np.ndarray, patch: tuple[int, int, int]) -> np.ndarray:
-    """nnU-Net v2's own sliding window (``predict_logits_from_preprocessed_data``) on our network."""
+def run_nnunet(
+    network: torch.nn.Module, norm: np.ndarray, patch: tuple[int, ...], device: torch.device | None = None
+) -> np.ndarray:
+    """nnU-Net v2's own sliding window (``predict_logits_from_preprocessed_data``) on our network.
+
+    ``device``: CPU by default; on CUDA everything stays on the GPU (``perform_everything_on_device``).
+    """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    device = device if device is not None else torch.device("cpu")
     predictor = nnUNetPredictor(tile_step_size=STEP, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=False, device=torch.device("cpu"),
+                                perform_everything_on_device=device.type == "cuda", device=device,
                                 allow_tqdm=False)  # fmt: skip
-    predictor.network = network
+    predictor.network = network.to(device)
     predictor.list_of_parameters = [network.state_dict()]
     predictor.configuration_manager = SimpleNamespace(patch_size=list(patch))
     predictor.label_manager = SimpleNamespace(num_segmentation_heads=2)
     predictor.allowed_mirroring_axes = None
     logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(norm)[None])
-    return torch.softmax(logits.float(), 0)[1].numpy()
+    return torch.softmax(logits.float(), 0)[1].cpu().numpy()
 
 
 def compare(prob: np.ndarray, reference: np.ndarray, border: int = 8) -> tuple[float, float, float]:
